@@ -85,8 +85,9 @@ class Objective:
     dtype: torch.dtype
     device: torch.device
 
-    def __init__(self) -> None:
-        self.counters = EvalCounters()
+    def __init__(self, counters: EvalCounters | None = None) -> None:
+        # Optimizers pass their own counters so that counts survive across closures and steps.
+        self.counters = counters if counters is not None else EvalCounters()
 
     # -- public API -------------------------------------------------------------------------
     def value(self, x: Tensor) -> Tensor:
@@ -152,8 +153,9 @@ class FunctionObjective(Objective):
         n: int,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
+        counters: EvalCounters | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(counters)
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         self.fn = fn
@@ -201,10 +203,13 @@ class ParamsObjective(Objective):
     Args:
         params: the parameters (all in one dtype and on one device).
         closure: a zero-argument callable returning the loss as a 0-d tensor.
+        counters: counters to add to (a new set by default).
     """
 
-    def __init__(self, params: Sequence[Tensor], closure: Closure) -> None:
-        super().__init__()
+    def __init__(
+        self, params: Sequence[Tensor], closure: Closure, counters: EvalCounters | None = None
+    ) -> None:
+        super().__init__(counters)
         if not callable(closure):
             raise ClosureError(
                 f"closure must be a callable returning the loss, got {type(closure).__name__}"

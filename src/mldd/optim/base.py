@@ -1,0 +1,134 @@
+"""A thin ``torch.optim.Optimizer`` shell over a flat-vector solver of :mod:`mldd.solvers`.
+
+All parameters of all groups form **one** flat vector ``x`` (the order of ``param_groups`` and of
+the parameters inside them). Hyper-parameters live in ``defaults`` / ``param_groups`` as torch
+users expect; because the algorithm works on the concatenated vector, every group must carry the
+same values. ``state_dict()`` holds every piece of algorithm state (radius, quasi-Newton memory,
+cached evaluation, counters), so a resumed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from mldd.linalg.flat import params_to_vector, vector_to_params
+from mldd.objective import ClosureError, EvalCounters, ParamsObjective
+from mldd.solvers.base import IterationResult
+
+
+class Solver(Protocol):
+    """What the shell needs from a solver."""
+
+    counters: EvalCounters
+    stop_reason: str | None
+
+    def iterate(self, objective: Any, x: Tensor) -> IterationResult: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, d: dict[str, Any]) -> None: ...
+
+
+_STATE_KEY = "solver"
+
+
+class FlatOptimizer(Optimizer):
+    """Base of the single-vector optimizers; subclasses implement :meth:`_build_solver`.
+
+    After each :meth:`step`, :attr:`last_info` describes what happened (loss, gradient norm,
+    accepted/rejected, radius or step length, cumulative evaluation counts ``n_f``/``n_g``, and
+    ``stop_reason``: ``None`` while the method can continue, else why it stopped).
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]],
+                 defaults: dict[str, Any]) -> None:
+        # torch adds its own keys to `defaults` (e.g. "differentiable"); remember ours.
+        self._hyper_keys = tuple(defaults)
+        super().__init__(params, defaults)
+        self._params: list[Tensor] = [p for g in self.param_groups for p in g["params"]]
+        if not self._params:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        dtypes = {p.dtype for p in self._params}
+        if len(dtypes) != 1:
+            raise ValueError(f"{type(self).__name__} needs all parameters in one dtype, "
+                             f"got {sorted(map(str, dtypes))}")
+        if not self._params[0].dtype.is_floating_point:
+            raise ValueError(f"{type(self).__name__} needs floating-point parameters, "
+                             f"got {self._params[0].dtype}")
+        for i, group in enumerate(self.param_groups[1:], start=1):
+            for k in self._hyper_keys:
+                if group[k] != self.param_groups[0][k]:
+                    raise ValueError(
+                        f"{type(self).__name__} treats all parameter groups as one vector, so "
+                        f"hyper-parameters must agree across groups; group {i} has {k}="
+                        f"{group[k]!r} but group 0 has {self.param_groups[0][k]!r}")
+        self.counters = EvalCounters()
+        self._solver: Solver = self._build_solver(self._hyper())
+        self.last_info: dict[str, Any] = {}
+
+    def _hyper(self) -> dict[str, Any]:
+        return {k: self.param_groups[0][k] for k in self._hyper_keys}
+
+    def _build_solver(self, hyper: dict[str, Any]) -> Solver:
+        raise NotImplementedError  # implemented by every concrete optimizer
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the method stopped (``None`` while it can continue)."""
+        return self._solver.stop_reason
+
+    @property
+    def converged(self) -> bool:
+        """Whether the last step reported a stop reason."""
+        return self._solver.stop_reason is not None
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        """One iteration of the method.
+
+        Args:
+            closure: returns the loss at the current parameters (see :mod:`mldd.objective` for
+                the rule: it may call ``backward()`` unless the method needs second derivatives).
+
+        Returns:
+            The loss at the parameters the step started from (a 0-d tensor), as
+            ``torch.optim.LBFGS`` does. The new loss is ``last_info["loss"]``.
+        """
+        if closure is None:
+            raise ClosureError(
+                f"{type(self).__name__}.step needs a closure that re-evaluates the loss, e.g. "
+                "`optimizer.step(lambda: loss_fn(model(x), y))`")
+        objective = ParamsObjective(self._params, closure, counters=self.counters)
+        x = params_to_vector(self._params)
+        result = self._solver.iterate(objective, x)
+        vector_to_params(result.x, self._params)
+        self.last_info = result.info
+        return torch.tensor(result.f_start, dtype=self._params[0].dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict, with the whole solver state under the first parameter's entry."""
+        self.state[self._params[0]][_STATE_KEY] = self._solver.state_dict()
+        self.state[self._params[0]]["last_info"] = dict(self.last_info)
+        return super().state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore hyper-parameters and the full solver state."""
+        # torch's loader casts nested values (and mangles strings), so the solver state is taken
+        # out before handing the rest to torch, and restored from an exact deep copy.
+        state = dict(state_dict.get("state", {}))
+        entry = dict(state.get(0, {}))
+        if _STATE_KEY not in entry:
+            raise ValueError(f"this state_dict has no {type(self).__name__} solver state; "
+                             "was it saved by a different optimizer?")
+        solver_state = copy.deepcopy(entry.pop(_STATE_KEY))
+        last_info = copy.deepcopy(entry.pop("last_info", {}))
+        state[0] = entry
+        super().load_state_dict({**state_dict, "state": state})
+        self._solver = self._build_solver(self._hyper())
+        self._solver.load_state_dict(solver_state)
+        self.counters = self._solver.counters
+        self.last_info = dict(last_info)

@@ -1,0 +1,257 @@
+"""``mldd bench core``: mldd's L-BFGS and trust region against ``torch.optim.LBFGS``.
+
+Three measurements, each side by side in one process with pinned threads:
+
+1. extended Rosenbrock (n = 1000, standard start) and
+2. a small least-squares regression MLP: iterations, evaluations and wall time until
+   ``max|g| ≤ tol`` for ``mldd.optim.LBFGS`` and ``torch.optim.LBFGS`` (same memory, strong Wolfe);
+3. the optimizer's own overhead per iteration — wall time outside the closure divided by the
+   time of one closure call (loss + gradient) — for a ~100k-parameter MLP, for
+   ``TrustRegion(hessian="lsr1")``, ``LBFGS`` and ``torch.optim.LBFGS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import mldd
+from mldd.optim import LBFGS, TrustRegion
+from mldd.problems.functions import rosenbrock, rosenbrock_start
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """One optimizer on one problem."""
+
+    problem: str
+    method: str
+    iterations: int
+    grad_evals: int
+    time_s: float
+    final_loss: float
+    final_grad_max: float
+    converged: bool
+
+    @property
+    def ms_per_iter(self) -> float:
+        """Wall milliseconds per iteration."""
+        return 1e3 * self.time_s / max(self.iterations, 1)
+
+
+class _Counted:
+    """A closure wrapper that counts calls and the time spent inside them."""
+
+    def __init__(self, fn: Callable[[], Tensor]) -> None:
+        self.fn, self.calls, self.time = fn, 0, 0.0
+
+    def __call__(self) -> Tensor:
+        t0 = time.perf_counter()
+        out = self.fn()
+        self.time += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
+def _grad_max(params: list[Tensor], loss_fn: Callable[[], Tensor]) -> tuple[float, float]:
+    with torch.enable_grad():
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, params)
+    return float(loss), max(float(g.abs().max()) for g in grads)
+
+
+def _run_mldd(opt: torch.optim.Optimizer, closure: _Counted, max_iter: int) -> int:
+    it = 0
+    for it in range(1, max_iter + 1):
+        opt.step(closure)
+        if getattr(opt, "converged", False):
+            break
+    return it
+
+
+def _run_torch(opt: torch.optim.LBFGS, closure: _Counted, max_iter: int) -> int:
+    # One torch step runs up to max_iter iterations with its own stopping tests.
+    opt.step(closure)
+    return int(opt.state[opt._params[0]]["n_iter"])  # type: ignore[attr-defined]
+
+
+def compare_lbfgs(problem: str, make: Callable[[], tuple[list[nn.Parameter], Callable[[], Tensor]]],
+                  memory: int, tol: float, max_iter: int) -> list[RunResult]:
+    """Run mldd LBFGS and torch LBFGS from the same start to ``max|g| ≤ tol``."""
+    results = []
+    for method in ("mldd LBFGS", "torch.optim.LBFGS"):
+        params, loss_fn = make()
+        if method == "mldd LBFGS":
+            opt: torch.optim.Optimizer = LBFGS(params, memory=memory, tolerance_grad=tol,
+                                               tolerance_change=1e-14)
+        else:
+            opt = torch.optim.LBFGS(params, lr=1.0, history_size=memory, max_iter=max_iter,
+                                    max_eval=max_iter * 25, tolerance_grad=tol,
+                                    tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+        def closure(opt: torch.optim.Optimizer = opt) -> Tensor:
+            opt.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            return loss
+
+        counted = _Counted(closure)
+        t0 = time.perf_counter()
+        if isinstance(opt, torch.optim.LBFGS):
+            iters = _run_torch(opt, counted, max_iter)
+        else:
+            iters = _run_mldd(opt, counted, max_iter)
+        elapsed = time.perf_counter() - t0
+        loss, gmax = _grad_max(params, loss_fn)
+        results.append(RunResult(problem, method, iters, counted.calls, elapsed, loss, gmax,
+                                 gmax <= tol))
+    return results
+
+
+def _rosenbrock_case(n: int) -> Callable[[], tuple[list[nn.Parameter], Callable[[], Tensor]]]:
+    def make() -> tuple[list[nn.Parameter], Callable[[], Tensor]]:
+        x = nn.Parameter(rosenbrock_start(n))
+        return [x], lambda: rosenbrock(x)
+    return make
+
+
+def _mlp(sizes: list[int], dtype: torch.dtype, seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b, dtype=dtype), nn.Tanh()]
+    return nn.Sequential(*layers[:-1])
+
+
+def _regression_case(seed: int = 0) -> Callable[[], tuple[list[nn.Parameter], Callable[[], Tensor]]]:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(1000, 2, generator=g, dtype=torch.float64) * 2 - 1
+    y = torch.sin(torch.pi * X[:, :1]) * torch.cos(2 * X[:, 1:])
+
+    def make() -> tuple[list[nn.Parameter], Callable[[], Tensor]]:
+        model = _mlp([2, 32, 32, 1], torch.float64, seed)
+        return list(model.parameters()), lambda: ((model(X) - y) ** 2).mean()
+    return make
+
+
+@dataclass
+class OverheadResult:
+    """Optimizer overhead on one network."""
+
+    method: str
+    n_params: int
+    iterations: int
+    ms_per_grad_eval: float
+    ms_per_iter: float
+    evals_per_iter: float
+    overhead_ms_per_iter: float
+    overhead_fraction: float
+
+
+def measure_overhead(n_iter: int = 30, seed: int = 0) -> list[OverheadResult]:
+    """Optimizer time per iteration outside the closure, relative to one closure call."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(512, 128, generator=g)
+    y = torch.randn(512, 1, generator=g)
+    sizes = [128, 256, 256, 1]  # 98,817 parameters
+    out = []
+    makers: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
+        "TrustRegion(hessian='lsr1')": lambda p: TrustRegion(p, hessian="lsr1", memory=5),
+        "mldd LBFGS": lambda p: LBFGS(p, memory=10, tolerance_grad=0.0, tolerance_change=0.0),
+        "torch.optim.LBFGS": lambda p: torch.optim.LBFGS(
+            p, history_size=10, max_iter=1, line_search_fn="strong_wolfe",
+            tolerance_grad=0.0, tolerance_change=0.0),
+    }
+    for method, make in makers.items():
+        model = _mlp(sizes, torch.float32, seed)
+        params = list(model.parameters())
+        opt = make(params)
+
+        def closure(opt: torch.optim.Optimizer = opt, model: nn.Module = model) -> Tensor:
+            opt.zero_grad()
+            loss = ((model(X) - y) ** 2).mean()
+            loss.backward()
+            return loss
+
+        counted = _Counted(closure)
+        for _ in range(3):  # warm-up
+            opt.step(counted)
+        counted.calls, counted.time = 0, 0.0
+        t0 = time.perf_counter()
+        for _ in range(n_iter):
+            opt.step(counted)
+        total = time.perf_counter() - t0
+        per_eval = counted.time / max(counted.calls, 1)
+        overhead = (total - counted.time) / n_iter
+        out.append(OverheadResult(method, sum(p.numel() for p in params), n_iter, 1e3 * per_eval,
+                                  1e3 * total / n_iter, counted.calls / n_iter, 1e3 * overhead,
+                                  overhead / per_eval))
+    return out
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def run_core_benchmark(out: str | Path, threads: int = 2, quick: bool = False) -> dict[str, Any]:
+    """Run the three measurements, write ``report.md`` and ``results.json`` into ``out``.
+
+    Args:
+        out: output directory (created).
+        threads: ``torch.set_num_threads`` for every measurement.
+        quick: smaller problems (for smoke tests).
+
+    Returns:
+        The results as a dict.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    n_rosen = 100 if quick else 1000
+    results: list[RunResult] = []
+    log.info("extended Rosenbrock n=%d", n_rosen)
+    results += compare_lbfgs(f"Rosenbrock n={n_rosen}", _rosenbrock_case(n_rosen), memory=10,
+                             tol=1e-6, max_iter=20000)
+    log.info("regression MLP")
+    results += compare_lbfgs("regression MLP 2-32-32-1 (1000 pts)", _regression_case(), memory=10,
+                             tol=1e-4 if quick else 1e-5, max_iter=300 if quick else 5000)
+    log.info("optimizer overhead")
+    overhead = measure_overhead(n_iter=5 if quick else 30)
+    rows = [[r.problem, r.method, r.iterations, r.grad_evals, f"{r.time_s:.2f}",
+             f"{r.ms_per_iter:.2f}", f"{r.final_loss:.3e}", f"{r.final_grad_max:.1e}",
+             "yes" if r.converged else "no"] for r in results]
+    orows = [[o.method, o.n_params, f"{o.ms_per_grad_eval:.2f}", f"{o.ms_per_iter:.2f}",
+              f"{o.evals_per_iter:.2f}", f"{o.overhead_ms_per_iter:.3f}",
+              f"{100 * o.overhead_fraction:.1f}%"] for o in overhead]
+    report = "\n\n".join([
+        "# mldd bench core",
+        f"mldd {mldd.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()}, threads={threads}, float64 for the convergence runs, float32 for "
+        "the overhead run.",
+        "## L-BFGS: iterations and time to the gradient tolerance (memory 10, strong Wolfe)",
+        _table(["problem", "method", "iterations", "grad evals", "time s", "ms/iter",
+                "final loss", "max|g|", "converged"], rows),
+        "## Optimizer overhead per iteration (~100k-parameter MLP, batch 512)",
+        "Overhead = wall time per iteration outside the closure / time of one closure call.",
+        _table(["method", "params", "ms/grad eval", "ms/iter", "evals/iter",
+                "overhead ms/iter", "overhead / grad eval"], orows),
+    ]) + "\n"
+    (out / "report.md").write_text(report)
+    data = {"convergence": [asdict(r) | {"ms_per_iter": r.ms_per_iter} for r in results],
+            "overhead": [asdict(o) for o in overhead], "threads": threads,
+            "torch": torch.__version__}
+    (out / "results.json").write_text(json.dumps(data, indent=2))
+    return data

@@ -1,0 +1,187 @@
+"""The benchmark harness: methods × problems × seeds at an equal wall-clock budget.
+
+Runs go in-process, one after the other; each sets the thread count and seeds, and builds a
+fresh model from the seed, so every method starts from the same initial weights for a given seed.
+Each run writes a normal run directory ``OUT/runs/<problem>/<label>/seed<k>/``; the harness
+writes ``OUT/bench.json`` (the index of runs), ``OUT/report.md`` and PNG plots. A run that fails
+(e.g. a method whose optimizer is not installed) is recorded with its error and the suite goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mldd.train.config import ComponentConfig, RunConfig, problem_parameters
+from mldd.train.suites import check_suite, get_suite
+
+logger = logging.getLogger("mldd.bench")
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
+
+
+def expand_methods(methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Expand ``lr_grid`` entries into one run entry per learning rate.
+
+    Each expanded entry keeps ``group_label`` (the entry's label) and gets the label
+    ``<label>-lr<lr>``.
+    """
+    out: list[dict[str, Any]] = []
+    for m in methods:
+        opts = dict(m.get("options") or {})
+        grid = opts.pop("lr_grid", None)
+        if grid:
+            for lr in grid:
+                out.append({**m, "options": {**opts, "lr": float(lr)},
+                            "label": f"{m['label']}-lr{float(lr):g}", "group_label": m["label"]})
+        else:
+            out.append({**m, "options": opts, "group_label": m["label"]})
+    return out
+
+
+def _problem_options(
+    name: str, options: dict[str, Any], quick: dict[str, Any] | None
+) -> dict[str, Any]:
+    opts = dict(options)
+    if quick:
+        try:
+            names, var = problem_parameters(name)
+        except KeyError:
+            return opts
+        for k, v in (quick.get("problem_options") or {}).items():
+            # Only the problems that take the option get it (Poisson has collocation points,
+            # digits does not).
+            if var or k in names:
+                opts.setdefault(k, v)
+    return opts
+
+
+def run_suite(
+    suite: str | dict[str, Any],
+    out: str | Path,
+    *,
+    budget_s: float | None = None,
+    seeds: int | None = None,
+    quick: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run a suite and write ``out/bench.json``, ``out/report.md`` and plots.
+
+    Args:
+        suite: a suite name from :mod:`mldd.train.suites` or a suite dict.
+        out: output directory.
+        budget_s: per-run budget overriding the suite's.
+        seeds: number of seeds overriding the suite's.
+        quick: divide budgets by ``quick.budget_factor`` and apply ``quick.problem_options``.
+        progress: per-run progress display.
+        plots: write PNG plots.
+        on_run: called with each run record as it finishes.
+
+    Returns:
+        The bench index (what ``bench.json`` holds).
+    """
+    import mldd.problems  # noqa: F401  (registers the problems)
+    from mldd.train.run import train
+
+    name = suite if isinstance(suite, str) else suite.get("name", "custom")
+    spec = get_suite(suite) if isinstance(suite, str) else dict(suite)
+    check_suite(spec)
+    quick_cfg = spec.get("quick") if quick else None
+    budget = float(budget_s if budget_s is not None else spec["budget_s"])
+    if quick_cfg:
+        budget /= float(quick_cfg.get("budget_factor", 10))
+    n_seeds = int(seeds if seeds is not None else spec.get("seeds", 1))
+    log_every = float(spec.get("log_every") or min(2.0, max(0.05, budget / 50.0)))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    problems_cache: dict[str, Any] = {}
+    t_start = time.time()
+    for gi, group in enumerate(spec["groups"]):
+        runs = expand_methods(group["methods"])
+        for pname, poptions in group["problems"].items():
+            popts = _problem_options(pname, poptions or {}, quick_cfg)
+            for seed in range(n_seeds):
+                for entry in runs:
+                    dtype = entry.get("dtype", spec.get("dtype"))
+                    run_dir = out / "runs" / _safe(pname) / _safe(entry["label"]) / f"seed{seed}"
+                    cfg = RunConfig(
+                        problem=ComponentConfig(pname, dict(popts)),
+                        method=ComponentConfig(entry["method"], dict(entry.get("options") or {})),
+                        budget_s=budget,
+                        seed=seed,
+                        threads=int(spec.get("threads", 2)),
+                        dtype=dtype,
+                        log_every=log_every,
+                        out=str(run_dir),
+                    )
+                    rec: dict[str, Any] = {
+                        "group": gi,
+                        "problem": pname,
+                        "label": entry["label"],
+                        "group_label": entry["group_label"],
+                        "method": entry["method"],
+                        "options": entry.get("options") or {},
+                        "dtype": dtype,
+                        "seed": seed,
+                        "dir": str(run_dir.relative_to(out)),
+                    }
+                    key = json.dumps([pname, popts, dtype], sort_keys=True, default=str)
+                    try:
+                        from mldd.train.run import build_problem
+
+                        if key not in problems_cache:
+                            problems_cache[key] = build_problem(cfg)
+                        outcome = train(
+                            cfg,
+                            progress=progress,
+                            plots=False,
+                            problem=problems_cache[key],
+                            label=f"{pname}/{entry['label']}/s{seed}",
+                        )
+                        rec["summary"] = outcome.summary
+                        rec["error"] = None
+                    except Exception as exc:  # a failing method must not end the suite
+                        logger.warning(
+                            "run %s/%s seed %d failed: %s", pname, entry["label"], seed, exc
+                        )
+                        rec["summary"] = None
+                        rec["error"] = f"{type(exc).__name__}: {exc}"
+                    records.append(rec)
+                    if on_run is not None:
+                        on_run(rec)
+    index = {
+        "suite": name,
+        "spec": spec,
+        "budget_s": budget,
+        "seeds": n_seeds,
+        "quick": quick,
+        "started": t_start,
+        "elapsed_s": time.time() - t_start,
+        "records": records,
+    }
+    (out / "bench.json").write_text(json.dumps(index, indent=2, default=_json_default))
+    from mldd.train.report import write_report
+
+    write_report(out)
+    if plots:
+        from mldd.train.plots import plot_bench
+
+        plot_bench(out)
+    return index
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return str(x)

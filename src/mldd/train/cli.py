@@ -1,0 +1,244 @@
+"""The ``mldd`` command line.
+
+::
+
+    mldd train --problem burgers --method trust-region --budget 60 --out runs/tr
+    mldd train --config run.yaml --set method.lr=1e-2 --set problem.n_collocation=2000
+    mldd bench default --out benchmarks/results/latest [--budget S] [--seeds N] [--quick]
+    mldd plot DIR
+    mldd problems
+    mldd methods
+
+Bad input (unknown names, bad options, missing files) ends with one line on stderr and exit
+code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit code 2, one line)."""
+
+
+def _console() -> Console:
+    # Built per call so that output follows the current sys.stdout (tests capture it).
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train one method on one problem",
+                       description="Train one method on one problem; writes a run directory.")
+    p.add_argument("--problem", help="problem name (see `mldd problems`)")
+    p.add_argument("--method", help="method name (see `mldd methods`)")
+    p.add_argument("--config", help="YAML or TOML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, dotted keys: method.lr=1e-3 (repeatable)")
+    p.add_argument("--budget", type=float, dest="budget_s", help="training-time budget in seconds")
+    p.add_argument("--max-grad-evals", type=int, help="gradient-evaluation budget")
+    p.add_argument("--max-iters", type=int, help="iteration budget")
+    p.add_argument("--target", type=float, help="stop when the metric reaches this value")
+    p.add_argument("--out", help="run directory (default runs/<problem>_<method>)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (default 2)")
+    p.add_argument("--dtype", choices=["float32", "float64"])
+    p.add_argument("--log-every", type=float, help="seconds between metrics rows (default 2)")
+    p.add_argument("--checkpoint-every", type=float, help="seconds between checkpoints")
+    p.add_argument("--resume", help="continue from this checkpoint.pt")
+    p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    # Reserved for the parallel methods: N > 1 will re-launch through torchrun.
+    p.add_argument("--nproc", type=int, default=1, help="processes (parallel methods; not yet)")
+
+
+def _add_bench(sub: Any) -> None:
+    from mldd.train.suites import available_suites
+
+    p = sub.add_parser("bench", help="run a benchmark suite",
+                       description="Run methods × problems × seeds at an equal wall-clock "
+                       f"budget. Suites: {', '.join(available_suites())}.")
+    p.add_argument("suite", help=f"suite name ({', '.join(available_suites())})")
+    p.add_argument("--out", help="output directory (default benchmarks/results/<suite>)")
+    p.add_argument("--budget", type=float, help="per-run budget in seconds (overrides the suite)")
+    p.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
+    p.add_argument("--quick", action="store_true",
+                   help="divide budgets by the suite's factor (10), fewer collocation points")
+    p.add_argument("--no-plots", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="mldd", description="Train and benchmark with mldd.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_bench(sub)
+    p = sub.add_parser("plot", help="re-draw the plots of a run or bench directory")
+    p.add_argument("dir")
+    sub.add_parser("problems", help="list the problems")
+    sub.add_parser("methods", help="list the methods")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mldd.train.config import dump_yaml, resolve
+    from mldd.train.run import train
+
+    if args.nproc != 1:
+        raise UsageError("--nproc > 1 needs a parallel method; none is available yet")
+    base = {
+        "problem": args.problem,
+        "method": args.method,
+        "budget_s": args.budget_s,
+        "max_grad_evals": args.max_grad_evals,
+        "max_iters": args.max_iters,
+        "target": args.target,
+        "seed": args.seed,
+        "threads": args.threads,
+        "dtype": args.dtype,
+        "log_every": args.log_every,
+        "checkpoint_every": args.checkpoint_every,
+        "out": args.out,
+    }
+    cfg = resolve(args.config, args.overrides, base)
+    if args.out is None and not any(o.split("=", 1)[0] == "out" for o in args.overrides) and (
+        args.config is None
+    ):
+        cfg.out = str(Path("runs") / f"{cfg.problem.name}_{cfg.method.name}")
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise UsageError(f"checkpoint not found: {args.resume}")
+    con = _console()
+    if not args.quiet:
+        con.print(f"[bold]mldd train[/bold] → {cfg.out}")
+        con.print(dump_yaml(cfg).rstrip())
+    outcome = train(cfg, progress=not args.quiet, plots=not args.no_plots, resume=args.resume)
+    s = outcome.summary
+    con.print(
+        f"[bold]{s['problem']} / {s['method']}[/bold]: {s['metric']} final "
+        f"{_num(s['final_metric'])}, best {_num(s['best_metric'])}; "
+        f"{s['iterations']} iterations, {s['grad_evals']} gradient evaluations in "
+        f"{s['time_s']:.1f} s ({_num(s['ms_per_grad_eval'])} ms each); stop: {s['stop_reason']}"
+    )
+    con.print(f"wrote {outcome.out}/{{config.yaml, metrics.csv, model.pt, summary.json}}")
+    return 0
+
+
+def _num(x: Any) -> str:
+    return "–" if x is None else f"{x:.4g}"
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mldd.train.bench import run_suite
+    from mldd.train.suites import get_suite
+
+    get_suite(args.suite)  # unknown names fail before anything runs
+    out = Path(args.out or Path("benchmarks") / "results" / args.suite)
+    if args.budget is not None and args.budget <= 0:
+        raise UsageError(f"--budget must be positive, got {args.budget}")
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    con = _console()
+
+    def on_run(rec: dict[str, Any]) -> None:
+        if args.quiet:
+            return
+        s = rec.get("summary")
+        if s is None:
+            con.print(f"  {rec['problem']} / {rec['label']} seed {rec['seed']}: [red]failed[/red] "
+                      f"({rec['error']})")
+        else:
+            con.print(f"  {rec['problem']} / {rec['label']} seed {rec['seed']}: {s['metric']} "
+                      f"final {_num(s['final_metric'])}, best {_num(s['best_metric'])}, "
+                      f"{s['grad_evals']} evals, stop {s['stop_reason']}")
+
+    run_suite(args.suite, out, budget_s=args.budget, seeds=args.seeds, quick=args.quick,
+              progress=not args.quiet, plots=not args.no_plots, on_run=on_run)
+    con.print(f"wrote {out / 'report.md'}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from mldd.train.plots import plot_dir
+
+    d = Path(args.dir)
+    if (d / "bench.json").is_file():
+        from mldd.train.report import write_report
+
+        write_report(d)
+    paths = plot_dir(d)
+    con = _console()
+    for p in paths:
+        con.print(f"wrote {p}")
+    return 0
+
+
+def _cmd_problems(args: argparse.Namespace) -> int:
+    import mldd.problems as problems
+
+    table = Table(title="mldd problems")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    for name, desc in problems.describe_all().items():
+        table.add_row(name, desc)
+    _console().print(table)
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from mldd.train.methods import available_methods, get_method
+
+    table = Table(title="mldd methods")
+    table.add_column("name", style="bold")
+    table.add_column("batch")
+    table.add_column("options")
+    table.add_column("description")
+    for name in available_methods():
+        spec = get_method(name)
+        table.add_row(name, "full" if spec.full_batch else "mini", ", ".join(spec.allowed()),
+                      spec.description)
+    _console().print(table)
+    return 0
+
+
+_COMMANDS = {
+    "train": _cmd_train,
+    "bench": _cmd_bench,
+    "plot": _cmd_plot,
+    "problems": _cmd_problems,
+    "methods": _cmd_methods,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mldd`` script; returns the exit code."""
+    from mldd.train.config import ConfigError
+    from mldd.train.methods import MethodError
+
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                            format="%(message)s", stream=sys.stderr)
+    try:
+        return _COMMANDS[args.command](args)
+    except (UsageError, ConfigError, MethodError, KeyError, FileNotFoundError, ValueError) as exc:
+        if args.debug:
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        sys.stderr.write(f"mldd {args.command}: error: {msg}\n")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

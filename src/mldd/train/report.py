@@ -1,0 +1,233 @@
+"""The Markdown report of a benchmark directory (``bench.json`` + run directories).
+
+Per problem, one table: method, final and best metric (median over seeds, with the min–max
+spread), gradient evaluations, milliseconds per gradient evaluation, iterations, stop reasons,
+and for each target of the suite the time to reach it and the speed-up
+``time_baseline / time_method``.
+
+Targets are defined in :mod:`mldd.train.suites`: the best metric (median over seeds) that the
+target's runs reach within the budget, the strongest when several are listed. A seed reaches a
+target at the first logged row whose metric is at least as good; the time shown is the median over
+the seeds that reach it, followed by ``(k/n)`` when only k of n seeds do; "never" when none does.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mldd.train.callbacks import read_csv
+
+
+def load_bench(out: str | Path) -> dict[str, Any]:
+    """``bench.json`` with each successful record's ``rows`` read from its ``metrics.csv``."""
+    out = Path(out)
+    index: dict[str, Any] = json.loads((out / "bench.json").read_text())
+    for rec in index["records"]:
+        csv_path = out / rec["dir"] / "metrics.csv"
+        rec["rows"] = read_csv(csv_path) if rec.get("summary") and csv_path.is_file() else []
+    return index
+
+
+def _median(xs: list[float]) -> float:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return float(np.median(xs)) if xs else math.nan
+
+
+def _better(a: float, b: float, hib: bool) -> bool:
+    if not math.isfinite(b):
+        return math.isfinite(a)
+    return a > b if hib else a < b
+
+
+def select_runs(index: dict[str, Any]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """problem → display label → successful records, keeping one learning rate per grid.
+
+    For an entry expanded from ``lr_grid``, the learning rate with the best median final metric
+    is kept and shown as ``<label> (lr=<lr>)``.
+    """
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    by_problem: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    for rec in index["records"]:
+        if not rec.get("summary"):
+            continue
+        by_problem.setdefault(rec["problem"], {}).setdefault(rec["group_label"], {}).setdefault(
+            rec["label"], []
+        ).append(rec)
+    for problem, groups in by_problem.items():
+        out[problem] = {}
+        for glabel, variants in groups.items():
+            if len(variants) == 1:
+                (recs,) = variants.values()
+                out[problem][glabel] = recs
+                continue
+            best_label, best_val = None, math.nan
+            for label, recs in variants.items():
+                hib = bool(recs[0]["summary"]["higher_is_better"])
+                v = _median([r["summary"]["final_metric"] for r in recs])
+                if best_label is None or _better(v, best_val, hib):
+                    best_label, best_val = label, v
+            assert best_label is not None
+            lr = variants[best_label][0]["options"].get("lr")
+            out[problem][f"{glabel} (lr={lr:g})"] = variants[best_label]
+    return out
+
+
+def _base_label(display: str) -> str:
+    return display.split(" (lr=")[0]
+
+
+def time_to(rows: list[dict[str, Any]], metric: str, target: float, hib: bool) -> float:
+    """First ``time_s`` at which ``metric`` reaches ``target`` (inf if never)."""
+    for r in rows:
+        v = r.get(metric, math.nan)
+        if isinstance(v, float) and math.isfinite(v) and (v >= target if hib else v <= target):
+            return float(r["time_s"])
+    return math.inf
+
+
+def compute_targets(
+    runs: dict[str, list[dict[str, Any]]], targets: list[dict[str, Any]], hib: bool
+) -> list[tuple[str, float, str]]:
+    """``(target name, value, label that set it)`` for each target definition."""
+    out: list[tuple[str, float, str]] = []
+    for t in targets:
+        best, who = math.nan, ""
+        for display, recs in runs.items():
+            if _base_label(display) not in t["labels"]:
+                continue
+            v = _median([r["summary"]["best_metric"] for r in recs])
+            if _better(v, best, hib):
+                best, who = v, display
+        out.append((t["name"], best, who))
+    return out
+
+
+def _fmt_metric(v: float, hib: bool) -> str:
+    if not math.isfinite(v):
+        return "–"
+    return f"{v:.4f}" if hib else f"{v:.2e}"
+
+
+def _spread(vals: list[float], hib: bool) -> str:
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    if not vals:
+        return "–"
+    med = _fmt_metric(float(np.median(vals)), hib)
+    if len(vals) == 1:
+        return med
+    return f"{med} [{_fmt_metric(min(vals), hib)}, {_fmt_metric(max(vals), hib)}]"
+
+
+def _time_cell(times: list[float]) -> tuple[str, float]:
+    reached = [t for t in times if math.isfinite(t)]
+    if not reached:
+        return "never", math.inf
+    med = float(np.median(reached))
+    cell = f"{med:.1f} s"
+    if len(reached) < len(times):
+        cell += f" ({len(reached)}/{len(times)})"
+    return cell, med
+
+
+def problem_table(
+    problem: str, runs: dict[str, list[dict[str, Any]]], group: dict[str, Any]
+) -> list[str]:
+    """Markdown lines for one problem's section."""
+    first = next(iter(runs.values()))[0]["summary"]
+    metric, hib = first["metric"], bool(first["higher_is_better"])
+    targets = compute_targets(runs, group.get("targets", []), hib)
+    baseline = group.get("baseline")
+    base_display = next((d for d in runs if _base_label(d) == baseline), None)
+    lines = [f"## {problem}", ""]
+    better = "higher" if hib else "lower"
+    lines.append(f"Metric: `{metric}` ({better} is better), median over seeds [min, max].")
+    for name, value, who in targets:
+        lines.append(f"- Target *{name}*: {_fmt_metric(value, hib)} (set by `{who or '–'}`)")
+    if baseline:
+        lines.append(f"- Speed-ups are `time({baseline}) / time(method)` to each target.")
+    lines.append("")
+    head = ["method", f"final {metric}", f"best {metric}", "grad evals", "ms / grad eval",
+            "iterations", "stop"]
+    for name, _, _ in targets:
+        head += [f"time to {name}", "speed-up"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    base_times: dict[str, float] = {}
+    if base_display is not None:
+        for name, value, _ in targets:
+            ts = [time_to(r["rows"], metric, value, hib) for r in runs[base_display]]
+            base_times[name] = _time_cell(ts)[1]
+    for display, recs in runs.items():
+        s = [r["summary"] for r in recs]
+        stops = sorted({x["stop_reason"] for x in s})
+        cells = [
+            f"`{display}`",
+            _spread([x["final_metric"] for x in s], hib),
+            _spread([x["best_metric"] for x in s], hib),
+            f"{_median([x['grad_evals'] for x in s]):.0f}",
+            f"{_median([x['ms_per_grad_eval'] for x in s]):.1f}",
+            f"{_median([x['iterations'] for x in s]):.0f}",
+            ", ".join(stops),
+        ]
+        for name, value, _ in targets:
+            if not math.isfinite(value):
+                cells += ["–", "–"]
+                continue
+            cell, med = _time_cell([time_to(r["rows"], metric, value, hib) for r in recs])
+            bt = base_times.get(name, math.inf)
+            ok = math.isfinite(med) and math.isfinite(bt) and med > 0
+            speed = f"{bt / med:.2f}×" if ok else "–"
+            cells += [cell, speed]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def render(index: dict[str, Any]) -> str:
+    """The whole report as Markdown."""
+    spec = index["spec"]
+    runs = select_runs(index)
+    recs = index["records"]
+    any_sum = next((r["summary"] for r in recs if r.get("summary")), None)
+    lines = [f"# Benchmark `{index['suite']}`", ""]
+    if spec.get("description"):
+        lines += [spec["description"], ""]
+    when = _dt.datetime.fromtimestamp(index.get("started", 0)).strftime("%Y-%m-%d %H:%M")
+    lines += [
+        f"- Budget: {index['budget_s']:g} s of training time per run (metric evaluation "
+        "excluded), equal for every method" + (" — quick mode" if index.get("quick") else ""),
+        f"- Seeds: {index['seeds']}; each run starts from the seed's initial weights",
+        f"- Threads per run: {spec.get('threads', 2)}; processes per run: 1",
+        f"- Started {when}; total {index.get('elapsed_s', 0):.0f} s",
+    ]
+    if any_sum:
+        v = any_sum["versions"]
+        lines.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in v))
+    lines.append("")
+    for problem, pruns in runs.items():
+        gi = next(r["group"] for r in recs if r["problem"] == problem)
+        lines += problem_table(problem, pruns, spec["groups"][gi])
+        lines.append(f"![{problem} vs time]({problem}_vs_time.png) "
+                     f"![{problem} vs grad evals]({problem}_vs_grad_evals.png)")
+        lines.append("")
+    failed = [r for r in recs if r.get("error")]
+    if failed:
+        lines += ["## Failed runs", ""]
+        for r in failed:
+            lines.append(f"- `{r['problem']}` / `{r['label']}` seed {r['seed']}: {r['error']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(out: str | Path) -> Path:
+    """Write ``out/report.md`` from ``out/bench.json``."""
+    out = Path(out)
+    path = out / "report.md"
+    path.write_text(render(load_bench(out)))
+    return path

@@ -1,0 +1,183 @@
+"""Benchmark suites as data: which methods on which problems, budgets, seeds and targets.
+
+A suite is a dict::
+
+    {
+      "description": str,
+      "budget_s": float,            # per run, equal for every method (BENCHMARKS.md)
+      "seeds": int,                 # seeds 0 .. seeds-1
+      "threads": int,
+      "dtype": "float64" | None,    # default dtype; an entry may override it
+      "groups": [                   # problems that share a method list
+        {"problems": {name: options},
+         "methods": [{"label": str, "method": str, "options": {...}, "dtype": str?}],
+         "baseline": label,          # speed-ups are time_baseline / time_method
+         "targets": [{"name": str, "labels": [label, ...]}]},
+      ],
+      "quick": {"budget_factor": 10, "problem_options": {...}},
+    }
+
+Targets (BENCHMARKS.md): a target is the best metric the runs of ``labels`` reach within the
+budget (median over seeds); with several labels, the strongest of them. For PINNs the first
+target is torch L-BFGS history 3 in float64 (the papers' rule) and the second the strongest
+L-BFGS configuration in the suite; for classification it is the best Adam accuracy.
+
+``--quick`` divides every budget by ``quick.budget_factor`` and applies ``quick.problem_options``
+(e.g. fewer collocation points) to the problems that accept them.
+
+An ``adam``/``sgd`` entry with ``options.lr_grid`` runs once per learning rate; the report keeps
+the learning rate with the best median final metric.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+_LR_GRID = [1e-4, 1e-3, 1e-2]
+
+_PINN_METHODS: list[dict[str, Any]] = [
+    {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
+    {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}},
+    {"label": "torch-lbfgs-h50", "method": "torch-lbfgs", "options": {"history": 50}},
+    {"label": "torch-lbfgs-h50-f32", "method": "torch-lbfgs", "options": {"history": 50},
+     "dtype": "float32"},
+    {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}},
+    {"label": "trust-region", "method": "trust-region", "options": {}},
+    {"label": "lbfgs", "method": "lbfgs", "options": {}},
+]
+
+_LBFGS_TARGETS: list[dict[str, Any]] = [
+    {"name": "L-BFGS h3 (float64)", "labels": ["torch-lbfgs-h3"]},
+    {
+        "name": "strongest L-BFGS",
+        "labels": ["torch-lbfgs-h3", "torch-lbfgs-h50", "torch-lbfgs-h50-f32"],
+    },
+]
+
+SUITES: dict[str, dict[str, Any]] = {
+    "default": {
+        "description": "Burgers: mldd trust-region and L-BFGS vs Adam and torch L-BFGS (h3, h50), "
+        "45 s each, 1 seed (a few minutes)",
+        "budget_s": 45.0,
+        "seeds": 1,
+        "threads": 2,
+        "dtype": "float64",
+        "groups": [
+            {
+                "problems": {"burgers": {}},
+                "methods": [
+                    {"label": "trust-region", "method": "trust-region", "options": {}},
+                    {"label": "lbfgs", "method": "lbfgs", "options": {}},
+                    {"label": "adam", "method": "adam", "options": {"lr": 1e-3}},
+                    {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}},
+                    {"label": "torch-lbfgs-h50", "method": "torch-lbfgs",
+                     "options": {"history": 50}},
+                ],
+                "baseline": "torch-lbfgs-h3",
+                "targets": [
+                    {"name": "L-BFGS h3 (float64)", "labels": ["torch-lbfgs-h3"]},
+                    {"name": "strongest L-BFGS", "labels": ["torch-lbfgs-h3", "torch-lbfgs-h50"]},
+                ],
+            }
+        ],
+        "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
+    },
+    "baselines": {
+        "description": "every PINN problem × Adam (lr grid), torch L-BFGS h3/h50/h50-float32, "
+        "Adam→L-BFGS, mldd TrustRegion and LBFGS; digits/MNIST-5k × Adam, SGD, TrustRegion; "
+        "240 s, 2 seeds",
+        "budget_s": 240.0,
+        "seeds": 2,
+        "threads": 2,
+        "dtype": None,
+        "groups": [
+            {
+                "problems": {
+                    "burgers": {},
+                    "klein-gordon": {},
+                    "allen-cahn": {},
+                    "diffusion-advection": {},
+                    "poisson2d": {},
+                },
+                "methods": _PINN_METHODS,
+                "baseline": "torch-lbfgs-h3",
+                "targets": _LBFGS_TARGETS,
+            },
+            {
+                "problems": {"digits": {}, "mnist5k": {}},
+                "methods": [
+                    {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
+                    {"label": "sgd", "method": "sgd", "options": {}},
+                    {"label": "trust-region", "method": "trust-region", "options": {}},
+                ],
+                "baseline": "adam",
+                "targets": [{"name": "best Adam", "labels": ["adam"]}],
+            },
+        ],
+        "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
+    },
+    "smoke": {
+        "description": "tiny: Poisson 2-D with 500 collocation points, 3 s per run (for tests)",
+        "budget_s": 3.0,
+        "seeds": 1,
+        "threads": 2,
+        "dtype": None,
+        "groups": [
+            {
+                "problems": {"poisson2d": {"n_collocation": 500}},
+                "methods": [
+                    {"label": "adam", "method": "adam", "options": {"lr": 1e-3}},
+                    {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}},
+                    {"label": "torch-lbfgs-h50", "method": "torch-lbfgs",
+                     "options": {"history": 50}},
+                ],
+                "baseline": "torch-lbfgs-h3",
+                "targets": _LBFGS_TARGETS[:1],
+            }
+        ],
+        "quick": {"budget_factor": 3, "problem_options": {}},
+    },
+}
+
+
+def available_suites() -> list[str]:
+    """Suite names, sorted."""
+    return sorted(SUITES)
+
+
+def get_suite(name: str) -> dict[str, Any]:
+    """A deep copy of suite ``name``.
+
+    Raises:
+        KeyError: unknown name (the message lists the known suites).
+    """
+    if name not in SUITES:
+        raise KeyError(f"unknown suite {name!r}; known suites: {', '.join(available_suites())}")
+    return copy.deepcopy(SUITES[name])
+
+
+def check_suite(suite: dict[str, Any]) -> None:
+    """Check a suite's structure (labels unique per group, baselines and targets defined).
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    allowed = {"description", "budget_s", "seeds", "threads", "dtype", "groups", "quick", "name",
+               "log_every"}
+    for k in suite:
+        if k not in allowed:
+            raise ValueError(f"suite: unknown key {k!r}; allowed: {', '.join(sorted(allowed))}")
+    if not suite.get("groups"):
+        raise ValueError("suite: needs at least one group")
+    for i, g in enumerate(suite["groups"]):
+        labels = [m["label"] for m in g["methods"]]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"suite group {i}: duplicate method labels {labels}")
+        for key in ("baseline",):
+            if g.get(key) is not None and g[key] not in labels:
+                raise ValueError(f"suite group {i}: {key} {g[key]!r} is not one of {labels}")
+        for t in g.get("targets", []):
+            for lab in t["labels"]:
+                if lab not in labels:
+                    raise ValueError(f"suite group {i}: target label {lab!r} not in {labels}")

@@ -1,0 +1,113 @@
+"""The `mldd` command line: in-process smoke tests on tiny budgets, one real subprocess call."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mldd.train import suites
+from mldd.train.cli import main
+
+
+def test_problems_and_methods(capsys) -> None:
+    assert main(["problems"]) == 0
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "torch-lbfgs" in out and "trust-region" in out and "adam-lbfgs" in out
+
+
+def test_script_subprocess() -> None:
+    exe = Path(sys.executable).parent / "mldd"
+    if not exe.exists():
+        pytest.skip("the mldd script is not installed (pip install -e .)")
+    r = subprocess.run([str(exe), "problems"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "burgers" in r.stdout
+
+
+def test_train_writes_run_dir(tmp_path, tiny: str, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["-q", "train", "--problem", tiny, "--method", "adam", "--budget", "0.3",
+                 "--out", str(out), "--seed", "1", "--threads", "1", "--set", "method.lr=1e-2",
+                 "--set", "problem.n=32", "--log-every", "0.05", "--checkpoint-every", "100"])
+    assert code == 0
+    for f in ("config.yaml", "metrics.csv", "model.pt", "summary.json", "vs_time.png",
+              "vs_grad_evals.png", "checkpoint.pt"):
+        assert (out / f).is_file(), f
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["method"] == {"name": "adam", "options": {"lr": 0.01}}
+    assert cfg["problem"]["options"] == {"n": 32} and cfg["seed"] == 1
+    s = json.loads((out / "summary.json").read_text())
+    assert s["stop_reason"] == "budget_s" and s["threads"] == 1
+    assert {"final_metric", "best_metric", "grad_evals", "iterations", "versions"} <= set(s)
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"time_s", "grad_evals", "loss", "rel_l2"} <= set(header)
+    assert "rel_l2 final" in capsys.readouterr().out
+    # Resume to a larger budget.
+    code = main(["-q", "train", "--config", str(out / "config.yaml"), "--budget", "0.5",
+                 "--resume", str(out / "checkpoint.pt"), "--no-plots"])
+    assert code == 0
+    s2 = json.loads((out / "summary.json").read_text())
+    assert s2["iterations"] > s["iterations"]
+    assert main(["plot", str(out)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--problem", "nope", "--method", "adam"], "unknown problem 'nope'"),
+        (["train", "--problem", "{tiny}", "--method", "nope"], "unknown method 'nope'"),
+        (["train", "--problem", "{tiny}", "--method", "adam", "--set", "method.lrr=1"],
+         "no option 'lrr'"),
+        (["train", "--problem", "{tiny}", "--method", "adam", "--set", "oops"], "key=value"),
+        (["train", "--config", "missing.yaml"], "config file not found"),
+        (["train", "--problem", "{tiny}", "--method", "adam", "--set", "method.lr_grid=[1e-3]",
+          "--budget", "1"], "'lr_grid' is for `mldd bench`"),
+        (["bench", "nope"], "unknown suite 'nope'"),
+        (["plot", "."], "neither a run directory"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, tiny: str, argv, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{tiny}", tiny) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_debug_shows_traceback(tiny: str) -> None:
+    from mldd.train.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["--debug", "train", "--problem", "nope", "--method", "adam"])
+
+
+def test_bench_cli(tmp_path, tiny: str, monkeypatch, capsys) -> None:
+    suite = {
+        "description": "cli test",
+        "budget_s": 0.3,
+        "seeds": 1,
+        "threads": 1,
+        "groups": [{
+            "problems": {tiny: {}},
+            "methods": [{"label": "sgd", "method": "sgd", "options": {}},
+                        {"label": "torch-lbfgs-h3", "method": "torch-lbfgs",
+                         "options": {"history": 3}}],
+            "baseline": "torch-lbfgs-h3",
+            "targets": [{"name": "L-BFGS h3", "labels": ["torch-lbfgs-h3"]}],
+        }],
+        "quick": {"budget_factor": 3},
+    }
+    monkeypatch.setitem(suites.SUITES, "test-tiny", suite)
+    out = tmp_path / "b"
+    assert main(["-q", "bench", "test-tiny", "--out", str(out), "--budget", "0.2"]) == 0
+    report = (out / "report.md").read_text()
+    assert "0.2 s of training time" in report and "`sgd`" in report
+    assert main(["plot", str(out)]) == 0
+    assert (out / f"{tiny}_vs_time.png").is_file()

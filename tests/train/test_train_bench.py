@@ -1,0 +1,88 @@
+"""Benchmark harness: a tiny suite end to end (runs, report, plots), targets and speed-ups."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from mldd.train.bench import expand_methods, run_suite
+from mldd.train.plots import median_curve
+from mldd.train.report import time_to
+from mldd.train.suites import SUITES, check_suite, get_suite
+
+
+def tiny_suite(name: str) -> dict:
+    return {
+        "description": "tiny test suite",
+        "budget_s": 0.4,
+        "seeds": 2,
+        "threads": 1,
+        "dtype": None,
+        "groups": [{
+            "problems": {name: {}},
+            "methods": [
+                {"label": "adam", "method": "adam", "options": {"lr_grid": [1e-3, 1e-2]}},
+                {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}},
+                {"label": "broken", "method": "torch-lbfgs", "options": {"history": -1}},
+            ],
+            "baseline": "torch-lbfgs-h3",
+            "targets": [{"name": "L-BFGS h3", "labels": ["torch-lbfgs-h3"]},
+                        {"name": "best Adam", "labels": ["adam"]}],
+        }],
+        "quick": {"budget_factor": 2, "problem_options": {"n": 32, "n_collocation": 9}},
+    }
+
+
+def test_builtin_suites_are_consistent() -> None:
+    for name in SUITES:
+        check_suite(get_suite(name))
+    d = get_suite("default")
+    labels = [m["label"] for m in d["groups"][0]["methods"]]
+    assert {"trust-region", "lbfgs", "adam", "torch-lbfgs-h3", "torch-lbfgs-h50"} <= set(labels)
+    assert list(d["groups"][0]["problems"]) == ["burgers"]
+
+
+def test_expand_lr_grid() -> None:
+    entry = {"label": "adam", "method": "adam", "options": {"lr_grid": [1e-3, 0.1]}}
+    runs = expand_methods([entry])
+    assert [r["label"] for r in runs] == ["adam-lr0.001", "adam-lr0.1"]
+    assert runs[1]["options"] == {"lr": 0.1} and runs[1]["group_label"] == "adam"
+
+
+def test_time_to_and_median_curve() -> None:
+    rows = [{"time_s": 0.0, "e": 1.0}, {"time_s": 1.0, "e": 0.5}, {"time_s": 2.0, "e": 0.1}]
+    assert time_to(rows, "e", 0.5, False) == 1.0
+    assert time_to(rows, "e", 0.01, False) == math.inf
+    import numpy as np
+
+    g, y = median_curve([(np.array([0.0, 1.0]), np.array([1.0, 0.5])),
+                         (np.array([0.0, 2.0]), np.array([3.0, 0.1]))], n=3)
+    assert g.tolist() == [0.0, 1.0, 2.0]
+    assert y.tolist() == [2.0, 0.5 * (0.5 + 3.0), 0.5 * (0.5 + 0.1)]
+
+
+def test_run_suite_report_and_plots(tmp_path, tiny: str) -> None:
+    out = tmp_path / "bench"
+    index = run_suite(tiny_suite(tiny), out, progress=False, quick=True)
+    assert index["budget_s"] == 0.2  # quick: budget / 2
+    recs = index["records"]
+    assert len(recs) == 2 * 4  # seeds × (2 Adam lrs + L-BFGS + broken)
+    broken = [r for r in recs if r["label"] == "broken"]
+    assert all(r["error"] and "history" in r["error"] for r in broken)
+    ok = [r for r in recs if r["summary"]]
+    # Same initial weights per seed: the first logged metric is equal across methods.
+    for seed in (0, 1):
+        first = {json.dumps((out / r["dir"] / "metrics.csv").read_text().splitlines()[1]
+                            .split(",")[4]) for r in ok if r["seed"] == seed}
+        assert len(first) == 1
+    text = (out / "report.md").read_text()
+    assert "## " + tiny in text
+    assert "time to L-BFGS h3" in text and "speed-up" in text
+    assert "`adam (lr=" in text and "`torch-lbfgs-h3`" in text
+    assert "1.00×" in text  # the baseline against itself
+    assert "Failed runs" in text and "broken" in text
+    assert "Threads per run: 1" in text
+    for suffix in ("vs_time", "vs_grad_evals"):
+        assert (out / f"{tiny}_{suffix}.png").stat().st_size > 1000
+    summary = json.loads((out / recs[0]["dir"] / "summary.json").read_text())
+    assert summary["threads"] == 1 and summary["seed"] == 0
