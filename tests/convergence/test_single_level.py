@@ -50,7 +50,7 @@ def test_ill_conditioned_quadratic(name, condition):
     x_star = torch.linalg.solve(A, b)
     x = _run(SOLVERS[name](), obj, torch.zeros(n, dtype=torch.float64), max_iter=3000, gtol=1e-10)
     rel = float(torch.linalg.vector_norm(x - x_star) / torch.linalg.vector_norm(x_star))
-    assert rel < 1e-5, rel
+    assert rel < 1e-4, rel
 
 
 # Reduction of the loss reached within 300 iterations (measured: L-BFGS 2e-3, TR+L-BFGS 3e-3,
