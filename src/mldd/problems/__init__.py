@@ -12,3 +12,6 @@ __all__ = [
     "get",
     "register",
 ]
+
+# Importing a family's subpackage registers its problems with the registry.
+from mldd.problems import images, pinn  # noqa: F401

@@ -66,8 +66,10 @@ def _add_bench(sub: Any) -> None:
 
     p = sub.add_parser("bench", help="run a benchmark suite",
                        description="Run methods × problems × seeds at an equal wall-clock "
-                       f"budget. Suites: {', '.join(available_suites())}.")
-    p.add_argument("suite", help=f"suite name ({', '.join(available_suites())})")
+                       f"budget. Suites: core, {', '.join(available_suites())}.")
+    p.add_argument("suite", help=f"suite name ({', '.join(['core', *available_suites()])}); "
+                   "'core' measures the optimizers themselves (L-BFGS vs torch, overhead)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for 'core' (default 2)")
     p.add_argument("--out", help="output directory (default benchmarks/results/<suite>)")
     p.add_argument("--budget", type=float, help="per-run budget in seconds (overrides the suite)")
     p.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
@@ -138,10 +140,23 @@ def _num(x: Any) -> str:
     return "–" if x is None else f"{x:.4g}"
 
 
+def _cmd_bench_core(args: argparse.Namespace) -> int:
+    from mldd.perf.core import run_core_benchmark
+
+    out = Path(args.out or Path("benchmarks") / "results" / "core")
+    run_core_benchmark(out, threads=args.threads, quick=args.quick)
+    con = _console()
+    con.print((out / "report.md").read_text())
+    con.print(f"wrote {out / 'report.md'}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from mldd.train.bench import run_suite
     from mldd.train.suites import get_suite
 
+    if args.suite == "core":
+        return _cmd_bench_core(args)
     get_suite(args.suite)  # unknown names fail before anything runs
     out = Path(args.out or Path("benchmarks") / "results" / args.suite)
     if args.budget is not None and args.budget <= 0:

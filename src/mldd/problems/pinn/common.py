@@ -1,0 +1,198 @@
+"""Shared plumbing of the 2-D PINN problems: options, collocation points, models, references.
+
+A concrete problem sets the class attributes (name, variables, box, default network size, the
+reference solver) and defines :meth:`~mldd.problems.base.PINNProblem.transform` and
+:meth:`~mldd.problems.base.PINNProblem.residual`. Inputs are ``(N, 2)`` tensors with columns
+ordered ``(x, t)`` for time-dependent problems and ``(x, y)`` otherwise.
+
+Residuals follow one pattern because they are the hot path of every PINN run: a single leaf
+``X = x.detach().requires_grad_()``, one ``torch.autograd.grad`` of ``u.sum()`` for the whole
+gradient ``(u_x, u_t)``, then one further call per second derivative needed, all with
+``create_graph=True`` so that the loss can be differentiated with respect to the weights.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mldd.models import MLP
+from mldd.models import activation as activation_function
+from mldd.problems.base import PINNProblem
+from mldd.problems.cache import load_or_compute
+from mldd.problems.samplers import SAMPLERS, sample
+
+Array = np.ndarray
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def gradient(u: Tensor, x: Tensor) -> Tensor:
+    """``∂(Σ u)/∂x`` with the graph kept (so ``u_x`` rows are the per-point derivatives)."""
+    (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+    return g
+
+
+class GridPINN(PINNProblem):
+    """Base class of the PINN problems on a 2-D box with a tensor-grid reference solution.
+
+    Args:
+        n_collocation: number of collocation points (10,000 in [KKKK24]).
+        sampler: collocation sampler, one of ``"hammersley"`` (default), ``"sobol"``,
+            ``"uniform"``, ``"grid"`` (:mod:`mldd.problems.samplers`).
+        width: neurons per hidden layer (default: the problem's paper size).
+        depth: number of hidden layers (default: the problem's paper size).
+        activation: activation name of :class:`mldd.models.MLP` (``"tanh"``).
+        dtype: ``torch.float64`` (default) or ``torch.float32``.
+        seed: seed of the random samplers (``"sobol"``, ``"uniform"``).
+        reference_options: keyword arguments of the reference solver (resolution, tolerances),
+            e.g. a coarser setting for quick tests; they are part of the cache key.
+        use_cache: read/write the on-disk reference cache (:mod:`mldd.problems.cache`).
+
+    Raises:
+        ValueError: for any invalid option.
+
+    References:
+        [KKKK24] A. Kopaničáková, H. Kothari, G. E. Karniadakis, R. Krause, SIAM J. Sci. Comput.
+        2024, arXiv:2306.17648.
+    """
+
+    name = "pinn"
+    variables: ClassVar[tuple[str, str]] = ("x", "t")
+    bounds: ClassVar[tuple[tuple[float, float], tuple[float, float]]] = ((-1.0, 1.0), (0.0, 1.0))
+    default_width: ClassVar[int] = 20
+    default_depth: ClassVar[int] = 4
+    #: Bump when a solver changes its output, so stale cached files are not reused.
+    reference_version: ClassVar[str] = "1"
+    #: Cheap closed-form references skip the disk cache.
+    reference_cached: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        n_collocation: int = 10_000,
+        sampler: str = "hammersley",
+        width: int | None = None,
+        depth: int | None = None,
+        activation: str = "tanh",
+        dtype: torch.dtype = torch.float64,
+        seed: int = 0,
+        reference_options: Mapping[str, Any] | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        self.n_collocation = _positive_int("n_collocation", n_collocation)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        self.sampler = sampler
+        self.width = _positive_int("width", self.default_width if width is None else width)
+        self.depth = _positive_int("depth", self.default_depth if depth is None else depth)
+        activation_function(activation)  # raises ValueError listing the known names
+        self.activation = activation
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        self.dtype = dtype
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.seed = int(seed)
+        opts = dict(reference_options or {})
+        allowed = set(inspect.signature(self.reference_solver()).parameters)
+        unknown = sorted(set(opts) - allowed)
+        if unknown:
+            raise ValueError(
+                f"unknown reference_options {unknown} for {self.name!r}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        self.reference_options = opts
+        self.use_cache = bool(use_cache)
+        self.collocation = sample(
+            sampler, self.n_collocation, list(self.bounds), seed=self.seed, dtype=dtype
+        )
+        self._reference: tuple[Tensor, Tensor] | None = None
+        self._reference_grid: tuple[Array, Array, Array] | None = None
+
+    # ----------------------------------------------------------------------------- model
+    def build_model(self, seed: int | None = None) -> nn.Module:
+        """The problem's :class:`~mldd.models.MLP` ``(2 → width × depth → 1)`` in :attr:`dtype`.
+
+        With ``seed`` the weights are drawn under ``torch.manual_seed(seed)`` inside
+        :func:`torch.random.fork_rng`, so the global RNG state is left untouched.
+        """
+        if seed is None:
+            return self._make_mlp()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._make_mlp()
+
+    def _make_mlp(self) -> MLP:
+        return MLP(2, 1, width=self.width, depth=self.depth, activation=self.activation,
+                   dtype=self.dtype)
+
+    @staticmethod
+    def _net(model: nn.Module, x: Tensor) -> Tensor:
+        """Network output as an ``(N, 1)`` column."""
+        return model(x).reshape(-1, 1)
+
+    # ----------------------------------------------------------------------------- reference
+    @classmethod
+    def reference_solver(cls) -> Callable[..., dict[str, Array]]:
+        """The function computing ``{variables[0]: axis, variables[1]: axis, "u": grid}``."""
+        raise NotImplementedError
+
+    def reference_grid(self) -> tuple[Array, Array, Array]:
+        """``(axis0, axis1, U)`` as float64 arrays, ``U[i, j] = u(axis0[i], axis1[j])``."""
+        if self._reference_grid is None:
+            a, b = self.variables
+            solver = self.reference_solver()
+
+            def compute() -> dict[str, Array]:
+                return solver(**self.reference_options)
+
+            if self.reference_cached:
+                params = {"version": self.reference_version, **self.reference_options}
+                arrays = load_or_compute(
+                    self.name, params, compute, keys=(a, b, "u"), use_cache=self.use_cache
+                )
+            else:
+                arrays = compute()
+            self._reference_grid = (arrays[a], arrays[b], arrays["u"])
+        return self._reference_grid
+
+    def reference(self) -> tuple[Tensor, Tensor]:
+        """``(points (M, 2), values (M,))`` on the reference grid, in :attr:`dtype`.
+
+        Points are ordered with the second variable varying fastest (``meshgrid(indexing="ij")``).
+        """
+        if self._reference is None:
+            a0, a1, U = self.reference_grid()
+            g0, g1 = np.meshgrid(a0, a1, indexing="ij")
+            pts = np.stack([g0.reshape(-1), g1.reshape(-1)], axis=1)
+            self._reference = (
+                torch.as_tensor(pts, dtype=self.dtype),
+                torch.as_tensor(U.reshape(-1), dtype=self.dtype),
+            )
+        return self._reference
+
+    def describe(self) -> dict[str, Any]:
+        """The problem's settings (for configs and reports)."""
+        out = super().describe()
+        out.update(
+            variables=list(self.variables),
+            bounds=[list(b) for b in self.bounds],
+            n_collocation=self.n_collocation,
+            sampler=self.sampler,
+            width=self.width,
+            depth=self.depth,
+            activation=self.activation,
+            seed=self.seed,
+            reference_options=dict(self.reference_options),
+        )
+        return out

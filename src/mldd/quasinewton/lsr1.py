@@ -1,0 +1,345 @@
+"""Limited-memory symmetric rank-one (L-SR1) memory in compact form.
+
+Notation: pairs ``(s_i, y_i)`` as flat 1-D vectors, ``S = [s_0 … s_{k-1}]``, ``Y = [y_0 … y_{k-1}]``
+(oldest first), ``SᵀY = L + D + U`` (strictly lower, diagonal, strictly upper), ``B0 = γI``::
+
+    B = γI + Ψ M⁻¹ Ψᵀ,   Ψ = Y − γS,   M = D + L + Lᵀ − γ SᵀS.
+
+This is the SR1 recursion started from ``γI`` written in closed form [BNS94, Thm 5.1], [NW06, §7.2
+eq. (7.29)]. ``B`` may be indefinite: that is why L-SR1 is paired with a trust region and the exact
+OBS subproblem solver (:func:`mldd.subproblem.solve_obs`) [BEM16]. The newest secant condition
+``B s_k = y_k`` always holds; all of ``B s_i = y_i`` hold when ``SᵀY`` is symmetric (e.g. the pairs
+come from a quadratic) — the hereditary property of SR1.
+
+References:
+    [NW06] Nocedal, Wright. Numerical Optimization, 2nd ed. §6.2 (SR1, skip rule eq. (6.26)),
+    §7.2 (compact forms).
+    [BNS94] Byrd, Nocedal, Schnabel. Representations of quasi-Newton matrices and their use in
+    limited memory methods. Math. Program. 63, 1994.
+    [BEM16] Brust, Erway, Marcia. On solving L-SR1 trust-region subproblems. arXiv:1506.07222.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["LSR1Memory"]
+
+_GAMMA_RULES = ("fixed", "yy_sy")
+
+
+class LSR1Memory:
+    """The last ``history`` pairs and the compact L-SR1 matrix ``B = γI + Ψ M⁻¹ Ψᵀ``.
+
+    Skip rule [NW06, eq. (6.26)]: a pair is rejected when
+    ``|sᵀ(y − Bs)| ≤ skip_tol·‖s‖‖y − Bs‖`` (``B`` the current matrix) or anything is non-finite.
+    The test uses ``≤`` so that a pair with ``y = Bs`` (nothing to learn, zero denominator) is
+    skipped too.
+
+    Scaling ``γ`` (``gamma_rule``):
+
+    * ``"fixed"`` (default): ``γ = gamma_init`` (default 1). With a fixed ``B0`` the skip test
+      guarantees that ``M`` stays nonsingular (``det M_new = det M · sᵀ(y − Bs)``), the compact
+      form equals the SR1 recursion, and no pair is silently lost; ``B`` is then a pure
+      SR1 model whose indefiniteness the trust region handles. This is why it is the default.
+    * ``"yy_sy"``: ``γ = yᵀy/sᵀy`` of the newest stored pair (scale-invariant, the usual L-BFGS-like
+      choice); a non-positive or non-finite value keeps the previous ``γ``. Changing ``γ`` changes
+      ``Ψ`` and ``M`` for *all* pairs, so ``M`` can become (nearly) singular; the oldest pairs are
+      then dropped until it is well conditioned.
+
+    In both rules the same safeguard runs after dropping the oldest pair beyond ``history``
+    (a principal submatrix of a nonsingular ``M`` may be singular). Small ``k×k`` algebra is done in
+    float64 on the CPU; products with ``Ψ`` stay in the pairs' dtype and device. Cost of
+    :meth:`matvec`: ``O(n·k)``.
+
+    Args:
+        history: number of pairs kept. Default 5 (the papers use 3–5 [KK22, GKT23]).
+        skip_tol: relative skip tolerance ``r``. Default 1e-8 [NW06, §6.2].
+        gamma_init: initial (and, for ``"fixed"``, permanent) ``γ > 0``. Default 1.
+        gamma_rule: ``"fixed"`` or ``"yy_sy"``. Default ``"fixed"``.
+    """
+
+    def __init__(
+        self,
+        history: int = 5,
+        *,
+        skip_tol: float = 1e-8,
+        gamma_init: float = 1.0,
+        gamma_rule: str = "fixed",
+    ) -> None:
+        if not isinstance(history, int) or history < 1:
+            raise ValueError(f"history must be an integer >= 1, got {history!r}")
+        if not math.isfinite(skip_tol) or skip_tol < 0:
+            raise ValueError(f"skip_tol must be finite and >= 0, got {skip_tol!r}")
+        if not math.isfinite(gamma_init) or gamma_init <= 0:
+            raise ValueError(f"gamma_init must be finite and > 0, got {gamma_init!r}")
+        if gamma_rule not in _GAMMA_RULES:
+            raise ValueError(f"gamma_rule must be one of {_GAMMA_RULES}, got {gamma_rule!r}")
+        self.history = history
+        self.skip_tol = float(skip_tol)
+        self.gamma_init = float(gamma_init)
+        self.gamma_rule = gamma_rule
+        self._gamma = float(gamma_init)
+        # Pairs live in row-major ring buffers (history × n): appending writes one row, dropping
+        # the oldest frees a slot, and no O(n·k) stacking happens per update. ``_slots`` lists the
+        # rows in use, oldest first. Ψ rows are kept in the same slots.
+        self._Sbuf: Tensor | None = None
+        self._Ybuf: Tensor | None = None
+        self._Pbuf: Tensor | None = None
+        self._slots: list[int] = []
+        self._psi_gamma: float | None = None  # γ the Ψ rows were computed with
+        # Gram matrices in float64 (CPU), oldest first, grown incrementally so an update costs
+        # O(n·k): SS[i, j] = s_iᵀs_j, SY[i, j] = s_iᵀy_j.
+        self._SS = torch.zeros(0, 0, dtype=torch.float64)
+        self._SY = torch.zeros(0, 0, dtype=torch.float64)
+        self._Minv: Tensor | None = None
+        self._version = 0
+
+    # ------------------------------------------------------------------ bookkeeping
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @property
+    def gamma(self) -> float:
+        """Current ``γ`` of ``B0 = γI``."""
+        return self._gamma
+
+    @property
+    def version(self) -> int:
+        """A counter that changes whenever ``B`` changes (lets solvers cache factorizations)."""
+        return self._version
+
+    def pairs(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Copies of the stored ``(s_i)`` and ``(y_i)``, oldest first."""
+        if self._Sbuf is None or self._Ybuf is None:
+            return [], []
+        return (
+            [self._Sbuf[j].clone() for j in self._slots],
+            [self._Ybuf[j].clone() for j in self._slots],
+        )
+
+    def reset(self) -> None:
+        """Forget all pairs and return ``γ`` to ``gamma_init`` (``B = γ_init·I``).
+
+        The buffers are kept (zeroed rows are simply unused), so a reset costs nothing.
+        """
+        self._slots.clear()
+        self._gamma = self.gamma_init
+        self._psi_gamma = None
+        self._SS = torch.zeros(0, 0, dtype=torch.float64)
+        self._SY = torch.zeros(0, 0, dtype=torch.float64)
+        self._Minv = None
+        self._version += 1
+
+    def _rcond_tol(self) -> float:
+        # Relative eigenvalue floor for M: the Gram entries carry rounding of the pairs' dtype.
+        eps = torch.finfo(self._Sbuf.dtype).eps if self._Sbuf is not None else 2.2e-16
+        return max(1e-12, 10.0 * eps)
+
+    def _drop_oldest(self) -> None:
+        del self._slots[0]
+        self._SS = self._SS[1:, 1:].clone()
+        self._SY = self._SY[1:, 1:].clone()
+
+    def _rows_dot(self, buf: Tensor, v: Tensor) -> Tensor:
+        """``(Xᵀv)`` for the stored rows of ``buf``, oldest first, float64 on the CPU."""
+        # All rows are multiplied (unused ones are finite) to avoid gathering an n×k copy.
+        return (buf @ v).double().cpu()[self._slots]
+
+    def _rows_combine(self, buf: Tensor, c: Tensor, like: Tensor) -> Tensor:
+        """``X c`` for the stored rows of ``buf`` and coefficients ``c`` (oldest first)."""
+        full = torch.zeros(buf.shape[0], dtype=torch.float64)
+        full[self._slots] = c
+        return buf.T @ full.to(dtype=like.dtype, device=like.device)
+
+    def _rebuild(self) -> None:
+        """Recompute Ψ and M⁻¹, dropping the oldest pairs while M is ill-conditioned."""
+        self._version += 1
+        while self._slots:
+            SY = self._SY
+            L = torch.tril(SY, diagonal=-1)
+            M = L + L.T + torch.diag(torch.diagonal(SY)) - self._gamma * self._SS
+            mu = torch.linalg.eigvalsh(M).abs()
+            if bool(torch.isfinite(mu).all()) and float(mu.min()) > self._rcond_tol() * float(
+                mu.max()
+            ):
+                self._Minv = torch.linalg.inv(M)
+                return
+            self._drop_oldest()
+        self._Minv = None
+
+    def _set_psi_rows(self, slots: list[int]) -> None:
+        assert self._Sbuf is not None and self._Ybuf is not None and self._Pbuf is not None
+        idx = torch.tensor(slots, dtype=torch.long, device=self._Sbuf.device)
+        self._Pbuf[idx] = self._Ybuf[idx] - self._gamma * self._Sbuf[idx]
+
+    def _allocate(self, like: Tensor) -> None:
+        shape = (self.history, like.numel())
+        self._Sbuf = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        self._Ybuf = torch.zeros_like(self._Sbuf)
+        self._Pbuf = torch.zeros_like(self._Sbuf)
+
+    def update(self, s: Tensor, y: Tensor) -> bool:
+        """Add the pair ``(s, y)`` unless the SR1 skip rule rejects it.
+
+        Cost ``O(n·k)``: one matvec for the skip test, ``Sᵀs, Sᵀy, Yᵀs`` for the Gram matrices and
+        one row of Ψ (all rows when ``γ`` changes).
+
+        Args:
+            s: step (1-D).
+            y: gradient change (1-D, same shape).
+
+        Returns:
+            ``True`` if the pair is in the memory after the update.
+        """
+        if s.dim() != 1 or y.dim() != 1 or s.shape != y.shape:
+            raise ValueError(
+                f"s and y must be flat 1-D vectors of the same length, got shapes "
+                f"{tuple(s.shape)} and {tuple(y.shape)}"
+            )
+        if self._Sbuf is not None and s.numel() != self._Sbuf.shape[1]:
+            raise ValueError(
+                f"pair length {s.numel()} differs from the stored pairs' {self._Sbuf.shape[1]}"
+            )
+        s = s.detach()
+        y = y.detach()
+        r = y - self.matvec(s)
+        srr = float(torch.dot(s, r))
+        s_norm = float(torch.linalg.vector_norm(s))
+        r_norm = float(torch.linalg.vector_norm(r))
+        if not (math.isfinite(srr) and math.isfinite(s_norm) and math.isfinite(r_norm)):
+            return False
+        if abs(srr) <= self.skip_tol * s_norm * r_norm:
+            return False
+        if self._Sbuf is None or self._Ybuf is None or self._Pbuf is None:
+            self._allocate(s)
+        assert self._Sbuf is not None and self._Ybuf is not None
+        if len(self._slots) >= self.history:
+            self._drop_oldest()
+        slot = min(set(range(self.history)) - set(self._slots))
+        Ss = self._rows_dot(self._Sbuf, s)
+        Sy = self._rows_dot(self._Sbuf, y)
+        Ys = self._rows_dot(self._Ybuf, s)
+        ss = torch.dot(s, s).double().cpu().reshape(1)
+        sy = torch.dot(s, y).double().cpu().reshape(1)
+        self._SS = torch.cat(
+            [torch.cat([self._SS, Ss[:, None]], 1), torch.cat([Ss, ss])[None, :]], 0
+        )
+        self._SY = torch.cat(
+            [torch.cat([self._SY, Sy[:, None]], 1), torch.cat([Ys, sy])[None, :]], 0
+        )
+        self._Sbuf[slot] = s
+        self._Ybuf[slot] = y
+        self._slots.append(slot)
+        if self.gamma_rule == "yy_sy":
+            g_new = float(torch.dot(y, y)) / float(sy)
+            if math.isfinite(g_new) and g_new > 0:
+                self._gamma = g_new
+        if self._psi_gamma != self._gamma:
+            self._set_psi_rows(self._slots)
+            self._psi_gamma = self._gamma
+        else:
+            self._set_psi_rows([slot])
+        self._rebuild()
+        return bool(self._slots) and self._slots[-1] == slot
+
+    # ------------------------------------------------------------------ operators
+    def compact(self) -> tuple[float, Tensor | None, Tensor | None]:
+        """The compact factors ``(γ, Ψ, M⁻¹)`` with ``B = γI + Ψ M⁻¹ Ψᵀ``.
+
+        ``Ψ`` is gathered into a new ``n×k`` tensor (an ``O(n·k)`` copy), columns oldest first.
+
+        Returns:
+            ``γ``; ``Ψ`` (``n×k``, dtype/device of the pairs); ``M⁻¹`` (``k×k``, float64, CPU).
+            ``(γ, None, None)`` when the memory is empty.
+        """
+        if not self._slots or self._Pbuf is None or self._Minv is None:
+            return self._gamma, None, None
+        idx = torch.tensor(self._slots, dtype=torch.long, device=self._Pbuf.device)
+        return self._gamma, self._Pbuf[idx].T.contiguous(), self._Minv
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``B v = γv + Ψ (M⁻¹ (Ψᵀ v))`` in ``O(n·k)``.
+
+        Args:
+            v: 1-D vector.
+
+        Returns:
+            A new tensor ``B v``.
+        """
+        if not self._slots or self._Pbuf is None or self._Minv is None:
+            return self._gamma * v.detach()
+        c = self._Minv @ self._rows_dot(self._Pbuf, v)
+        return self._gamma * v.detach() + self._rows_combine(self._Pbuf, c, v)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to reproduce ``B`` bit for bit (tensors are cloned).
+
+        Holds the pairs (oldest first), ``γ`` and the float64 Gram matrices.
+        """
+        s, y = self.pairs()
+        return {
+            "history": self.history,
+            "skip_tol": self.skip_tol,
+            "gamma_init": self.gamma_init,
+            "gamma_rule": self.gamma_rule,
+            "gamma": self._gamma,
+            "s": s,
+            "y": y,
+            "SS": self._SS.clone(),
+            "SY": self._SY.clone(),
+            # Buffer rows of the pairs: restoring the same layout keeps products bit-identical
+            # (the row order fixes the summation order in Ψc).
+            "slots": list(self._slots),
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (tensors are cloned)."""
+        if d["gamma_rule"] not in _GAMMA_RULES:
+            raise ValueError(f"gamma_rule must be one of {_GAMMA_RULES}, got {d['gamma_rule']!r}")
+        s_list = [t.detach() for t in d["s"]]
+        y_list = [t.detach() for t in d["y"]]
+        k = len(s_list)
+        if len(y_list) != k or k > int(d["history"]):
+            raise ValueError("inconsistent L-SR1 state: s, y and history do not match")
+        self.history = int(d["history"])
+        self.skip_tol = float(d["skip_tol"])
+        self.gamma_init = float(d["gamma_init"])
+        self.gamma_rule = str(d["gamma_rule"])
+        self._gamma = float(d["gamma"])
+        self._Sbuf = self._Ybuf = self._Pbuf = None
+        self._slots = []
+        self._psi_gamma = None
+        if k:
+            self._allocate(s_list[0])
+            assert self._Sbuf is not None and self._Ybuf is not None
+            slots = [int(j) for j in d.get("slots", range(k))]
+            if (
+                len(slots) != k
+                or len(set(slots)) != k
+                or not all(0 <= j < self.history for j in slots)
+            ):
+                raise ValueError(f"invalid L-SR1 buffer slots {slots} for history {self.history}")
+            for j, sj in enumerate(slots):
+                self._Sbuf[sj] = s_list[j]
+                self._Ybuf[sj] = y_list[j]
+            self._slots = slots
+            self._set_psi_rows(self._slots)
+            self._psi_gamma = self._gamma
+        if "SS" in d and "SY" in d:
+            self._SS = d["SS"].detach().clone().double().cpu()
+            self._SY = d["SY"].detach().clone().double().cpu()
+        elif k:
+            S = torch.stack(s_list, dim=1)
+            Y = torch.stack(y_list, dim=1)
+            self._SS = (S.T @ S).double().cpu()
+            self._SY = (S.T @ Y).double().cpu()
+        else:
+            self._SS = torch.zeros(0, 0, dtype=torch.float64)
+            self._SY = torch.zeros(0, 0, dtype=torch.float64)
+        self._rebuild()

@@ -1,0 +1,238 @@
+"""OBS: the exact L-SR1 trust-region subproblem solver of Brust, Erway and Marcia [BEM16].
+
+Notation: ``B = γI + Ψ M⁻¹ Ψᵀ`` (compact L-SR1, ``Ψ`` is ``n×k``), ``radius = Δ``.
+
+Spectral decomposition (``O(n·k²)``, cached per memory version):
+
+1. thin QR ``Ψ = Q0 R0`` (Householder, in the dtype of the pairs);
+2. rank handling: SVD ``R0 = U0 Σ Vᵀ`` in float64, keep the ``r`` singular values above
+   ``10·k·ε_dtype·σ_max``; then ``Ψ ≈ Q R`` with orthonormal ``Q = Q0 U0_r`` and ``R = Σ_r V_rᵀ``
+   (the numerically null part of ``Ψ`` contributes nothing to ``B``);
+3. ``R M⁻¹ Rᵀ = U Λ̂ Uᵀ`` (``r×r``), ``P_∥ = Q U``.
+
+Then ``B = P_∥ (Λ̂ + γI) P_∥ᵀ + γ (I − P_∥P_∥ᵀ)``: eigenvalues ``λ = Λ̂ + γ`` on ``span(P_∥)`` and
+``γ`` (multiplicity ``n − r``) on its complement. With ``g_∥ = P_∥ᵀg`` and ``g_⊥ = g − P_∥g_∥`` the
+subproblem is diagonal in the orthonormal coordinates ``(P_∥, g_⊥/‖g_⊥‖)``, and
+``s(σ) = −(B + σI)⁻¹g`` has ``‖s(σ)‖² = Σ g_∥,i²/(λ_i+σ)² + ‖g_⊥‖²/(γ+σ)²``.
+
+The optimal ``σ* ≥ max(0, −λ_min)`` [NW06, Thm 4.1]:
+
+* ``λ_min > 0`` and ``‖B⁻¹g‖ ≤ Δ``: ``σ* = 0`` (interior Newton step);
+* otherwise a root of the secular equation ``φ(σ) = 1/‖s(σ)‖ − 1/Δ = 0``, found by Newton's method
+  started left of the root (``φ`` is concave and increasing there, so the iterates increase
+  monotonically [NW06, §4.3]) and safeguarded by bisection on a bracket;
+* the *hard case* — ``λ_min ≤ 0`` and ``g`` (numerically) orthogonal to the ``λ_min``-eigenspace
+  with ``‖s(−λ_min)‖ ≤ Δ`` (pseudo-inverse) — ``σ* = −λ_min`` and ``s = s(−λ_min) + τ u_min``
+  with ``‖s‖ = Δ`` (``u_min`` an eigenvector of ``λ_min``); ``g = 0`` with indefinite ``B`` is
+  the special case ``s = ±Δ u_min``.
+
+The step is assembled as ``s = P_∥ v_∥ + v_⊥ g_⊥/‖g_⊥‖``: two products with ``Ψ``-sized matrices,
+no ``n×n`` matrix. The ``k×k`` algebra is in float64.
+
+``norm="linf"``: the exact l2 problem with radius Δ is solved (the l2 ball lies inside the box, so
+the step is feasible) and compared with the box Cauchy point; the lower model value wins. This
+keeps the exactness of OBS where it matters (the ball is the box's largest inscribed ball) and the
+Cauchy decrease of the box the convergence theory asks for. In every case the result is at least as
+good as the Cauchy point (checked explicitly against rounding).
+
+References:
+    [BEM16] Brust, Erway, Marcia. On solving L-SR1 trust-region subproblems. Comput. Optim. Appl.
+    66, 2017; arXiv:1506.07222.
+    [NW06] Nocedal, Wright. Numerical Optimization, 2nd ed., §4.3 (the exact subproblem, hard case).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mldd.quasinewton.lsr1 import LSR1Memory
+from mldd.subproblem.base import SubproblemResult, check_inputs, result, vec_norm
+from mldd.subproblem.cauchy import cauchy_point
+
+__all__ = ["solve_obs"]
+
+# Relative size below which the gradient's component in the λ_min-eigenspace counts as zero
+# (hard case). √ε of float64: misclassifying a near-hard case costs O(tol·‖g‖Δ) in model value.
+_HARD_TOL = 1.5e-8
+# Eigenvalues within this relative distance of λ_min are one eigenspace.
+_TIE_TOL = 1e-12
+_NEWTON_RTOL = 1e-12
+_NEWTON_MAXITER = 100
+
+
+@dataclass
+class _Spectral:
+    version: int
+    gamma: float
+    Q0: Tensor | None  # n×k orthonormal (dtype/device of Ψ)
+    W: Tensor | None  # k×r float64 CPU; P_∥ = Q0 @ W
+    lam_par: Tensor | None  # r eigenvalues Λ̂ + γ (float64 CPU, ascending)
+
+
+_CACHE: weakref.WeakKeyDictionary[LSR1Memory, _Spectral] = weakref.WeakKeyDictionary()
+
+
+def _spectral(memory: LSR1Memory) -> _Spectral:
+    cached = _CACHE.get(memory)
+    if cached is not None and cached.version == memory.version:
+        return cached
+    gamma, Psi, Minv = memory.compact()
+    if Psi is None or Minv is None:
+        spec = _Spectral(memory.version, gamma, None, None, None)
+    else:
+        Q0, R0 = torch.linalg.qr(Psi, mode="reduced")
+        U0, sig, Vh = torch.linalg.svd(R0.double().cpu())
+        k = Psi.shape[1]
+        tol = 10.0 * k * torch.finfo(Psi.dtype).eps * float(sig[0]) if sig.numel() else 0.0
+        r = int((sig > tol).sum()) if sig.numel() and float(sig[0]) > 0 else 0
+        if r == 0:
+            spec = _Spectral(memory.version, gamma, None, None, None)
+        else:
+            R = sig[:r, None] * Vh[:r]  # r×k: Ψ ≈ (Q0 U0_r) R
+            T = R @ Minv @ R.T
+            lam_hat, U = torch.linalg.eigh(0.5 * (T + T.T))
+            W = U0[:, :r] @ U
+            spec = _Spectral(memory.version, gamma, Q0, W, lam_hat + gamma)
+    _CACHE[memory] = spec
+    return spec
+
+
+def _diagonal_tr(lam: Tensor, a: Tensor, radius: float) -> tuple[Tensor, float, bool, int]:
+    """Exact ``min aᵀv + ½ Σ λ_i v_i², ‖v‖₂ ≤ Δ`` for diagonal ``λ`` (float64 vectors).
+
+    Returns:
+        ``(v, σ*, on_boundary, newton_iterations)``.
+    """
+    lam_min = float(lam.min())
+    scale = max(float(lam.abs().max()), 1e-300)
+    a_norm = float(torch.linalg.vector_norm(a))
+    if lam_min > 0:
+        v = -a / lam
+        if float(torch.linalg.vector_norm(v)) <= radius:
+            return v, 0.0, False, 0
+        a_eff, sigma0 = a, 0.0
+    else:
+        tie = lam <= lam_min + _TIE_TOL * scale
+        a_tie = float(torch.linalg.vector_norm(a[tie]))
+        if a_tie <= _HARD_TOL * a_norm or a_norm == 0.0:
+            # Candidate hard case: the λ_min-eigenspace is invisible to g.
+            a_eff = torch.where(tie, torch.zeros_like(a), a)
+            sigma0 = -lam_min
+            d = torch.where(tie, torch.ones_like(lam), lam + sigma0)
+            v = torch.where(tie, torch.zeros_like(a), -a_eff / d)
+            v_norm = float(torch.linalg.vector_norm(v))
+            if v_norm <= radius:
+                if lam_min == 0.0:
+                    return v, 0.0, False, 0  # singular PSD B: the pseudo-inverse step is optimal
+                idx = int(torch.nonzero(tie)[0])
+                tau = math.sqrt(max(radius * radius - v_norm * v_norm, 0.0))
+                # Any sign is optimal in the exact hard case; opposing g's tiny component
+                # is the better choice in a near-hard case.
+                if float(a[idx]) > 0:
+                    tau = -tau
+                v[idx] = tau
+                return v, sigma0, True, 0
+        else:
+            a_eff = a
+            sigma0 = -lam_min + a_tie / radius
+    mask = a_eff != 0
+    am = a_eff[mask]
+    lm = lam[mask]
+    lo = sigma0
+    hi = max(sigma0, a_norm / radius - lam_min)
+    # The bound is attained when one eigenvalue carries all of g; widen it so a converged Newton
+    # iterate is not rejected by rounding.
+    hi += 1e-10 * abs(hi) + 1e-300
+    sigma = sigma0
+    it = 0
+    for it in range(1, _NEWTON_MAXITER + 1):  # noqa: B007 - `it` reported after the loop
+        d = lm + sigma
+        v_norm = float(torch.linalg.vector_norm(am / d))
+        if abs(v_norm - radius) <= _NEWTON_RTOL * radius:
+            break
+        if v_norm > radius:
+            lo = sigma
+        else:
+            hi = sigma
+        phi = 1.0 / v_norm - 1.0 / radius
+        dphi = float((am * am / (d * d * d)).sum()) / v_norm**3
+        new = sigma - phi / dphi if dphi > 0 else math.nan
+        if not (math.isfinite(new) and lo <= new <= hi):
+            new = 0.5 * (lo + hi)
+        if new == sigma:
+            break
+        sigma = new
+    v = torch.zeros_like(a)
+    v[mask] = -am / (lm + sigma)
+    v_norm = float(torch.linalg.vector_norm(v))
+    if v_norm > radius:
+        v = v * (radius / v_norm)
+    return v, sigma, True, it
+
+
+def solve_obs(g: Tensor, memory: LSR1Memory, radius: float, norm: str = "l2") -> SubproblemResult:
+    """Exact solution of ``min gᵀs + ½ sᵀBs, ‖s‖ ≤ Δ`` for a compact L-SR1 ``B`` [BEM16].
+
+    Args:
+        g: gradient (1-D, finite, same length/dtype/device as the memory's pairs).
+        memory: the L-SR1 memory defining ``B = γI + Ψ M⁻¹ Ψᵀ``.
+        radius: ``Δ > 0``.
+        norm: ``"l2"`` (exact) or ``"linf"`` (better of the exact l2 step with radius Δ and the box
+            Cauchy point; see the module docstring).
+
+    Returns:
+        The step; ``iterations`` counts Newton iterations on the secular equation.
+
+    Raises:
+        ValueError: non-finite ``g``, ``radius ≤ 0``, unknown norm, or ``memory`` not an
+            :class:`~mldd.quasinewton.LSR1Memory`.
+    """
+    check_inputs(g, radius, norm)
+    if not isinstance(memory, LSR1Memory):
+        raise ValueError(f"solve_obs needs an LSR1Memory, got {type(memory).__name__}")
+    radius = float(radius)
+    g = g.detach()
+    spec = _spectral(memory)
+
+    if spec.Q0 is None or spec.W is None or spec.lam_par is None:
+        lam = torch.tensor([spec.gamma], dtype=torch.float64)
+        g_norm = float(torch.linalg.vector_norm(g))
+        a = torch.tensor([g_norm], dtype=torch.float64)
+        v, _, boundary, iters = _diagonal_tr(lam, a, radius)
+        step = g * (float(v[0]) / g_norm) if g_norm > 0 else torch.zeros_like(g)
+    else:
+        Q0 = spec.Q0.to(dtype=g.dtype, device=g.device)
+        W = spec.W
+        r = W.shape[1]
+        g_par = W.T @ (Q0.T @ g).double().cpu()
+        g_perp = g - Q0 @ (W @ g_par).to(dtype=g.dtype, device=g.device)
+        perp_norm = float(torch.linalg.vector_norm(g_perp))
+        has_perp = g.numel() > r
+        if has_perp:
+            lam = torch.cat([spec.lam_par, torch.tensor([spec.gamma], dtype=torch.float64)])
+            a = torch.cat([g_par, torch.tensor([perp_norm], dtype=torch.float64)])
+        else:
+            lam, a = spec.lam_par, g_par
+        v, _, boundary, iters = _diagonal_tr(lam, a, radius)
+        step = Q0 @ (W @ v[:r]).to(dtype=g.dtype, device=g.device)
+        if has_perp and perp_norm > 0 and float(v[r]) != 0.0:
+            step = step + g_perp * (float(v[r]) / perp_norm)
+
+    if norm == "l2" and boundary:
+        # Rounding in assembling the step must not leave the ball.
+        s_norm = vec_norm(step, "l2")
+        if s_norm > radius:
+            step = step * (radius / s_norm)
+    model_value = float(torch.dot(g, step)) + 0.5 * float(torch.dot(step, memory.matvec(step)))
+    cauchy = cauchy_point(g, memory.matvec, radius, norm)
+    if cauchy.model_value < model_value:
+        return SubproblemResult(
+            cauchy.step, cauchy.predicted_reduction, cauchy.on_boundary, iters, cauchy.model_value
+        )
+    on_boundary = boundary if norm == "l2" else vec_norm(step, "linf") >= radius * (1 - 1e-12)
+    return result(step, model_value, on_boundary, iters)

@@ -1,0 +1,237 @@
+"""Unit tests of the L-BFGS and L-SR1 memories (float64, small n, dense references)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mldd.quasinewton import LBFGSMemory, LSR1Memory
+
+DT = torch.float64
+
+
+def _spd(n: int, gen: torch.Generator) -> torch.Tensor:
+    A = torch.randn(n, n, generator=gen, dtype=DT)
+    return A @ A.T + n * torch.eye(n, dtype=DT)
+
+
+def _sym(n: int, gen: torch.Generator) -> torch.Tensor:
+    A = torch.randn(n, n, generator=gen, dtype=DT)
+    return 0.5 * (A + A.T)
+
+
+def _dense(matvec, n: int) -> torch.Tensor:
+    return torch.stack([matvec(e) for e in torch.eye(n, dtype=DT)], dim=1)
+
+
+# --------------------------------------------------------------------------- L-BFGS
+def _filled_lbfgs(n=12, k=6, history=4, seed=0) -> tuple[LBFGSMemory, list]:
+    gen = torch.Generator().manual_seed(seed)
+    A = _spd(n, gen)
+    mem = LBFGSMemory(history=history)
+    pairs = []
+    for _ in range(k):
+        s = torch.randn(n, generator=gen, dtype=DT)
+        y = A @ s
+        assert mem.update(s, y)
+        pairs.append((s, y))
+    return mem, pairs
+
+
+def test_lbfgs_secant_conditions():
+    mem, pairs = _filled_lbfgs()
+    s, y = pairs[-1]
+    torch.testing.assert_close(mem.apply_inverse(y), s, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(mem.matvec(s), y, rtol=1e-10, atol=1e-10)
+
+
+def test_lbfgs_gamma_and_history():
+    mem, pairs = _filled_lbfgs(k=6, history=4)
+    assert len(mem) == 4
+    s, y = pairs[-1]
+    assert mem.gamma == pytest.approx(float(s @ y) / float(y @ y), rel=1e-14)
+    # the stored pairs are the newest four
+    for (s_m, y_m), (s_p, y_p) in zip(zip(mem._s, mem._y, strict=True), pairs[-4:], strict=True):
+        assert torch.equal(s_m, s_p) and torch.equal(y_m, y_p)
+
+
+def test_lbfgs_matvec_is_inverse_of_two_loop_and_matches_dense():
+    n = 10
+    mem, _ = _filled_lbfgs(n=n, k=3, history=5, seed=3)
+    B = _dense(mem.matvec, n)
+    H = _dense(mem.apply_inverse, n)
+    torch.testing.assert_close(B @ H, torch.eye(n, dtype=DT), rtol=0, atol=1e-9)
+    torch.testing.assert_close(B, B.T, rtol=0, atol=1e-9)
+    assert float(torch.linalg.eigvalsh(B).min()) > 0
+    # Dense BFGS recursion from B0 = I/γ with the same pairs.
+    Bd = torch.eye(n, dtype=DT) / mem.gamma
+    for s, y in zip(*mem.pairs(), strict=True):
+        Bs = Bd @ s
+        Bd = Bd - torch.outer(Bs, Bs) / (s @ Bs) + torch.outer(y, y) / (y @ s)
+    torch.testing.assert_close(B, Bd, rtol=1e-9, atol=1e-9)
+
+
+def test_lbfgs_empty_is_identity():
+    mem = LBFGSMemory()
+    v = torch.randn(7, dtype=DT)
+    assert len(mem) == 0 and mem.gamma == 1.0
+    torch.testing.assert_close(mem.apply_inverse(v), v)
+    torch.testing.assert_close(mem.matvec(v), v)
+
+
+def test_lbfgs_rejects_bad_pairs():
+    mem = LBFGSMemory()
+    s = torch.ones(5, dtype=DT)
+    assert not mem.update(s, -s)  # negative curvature
+    assert not mem.update(s, torch.zeros(5, dtype=DT))  # zero curvature
+    assert not mem.update(s, torch.tensor([1.0, -1.0, 1e-12, 0, 0], dtype=DT))  # yᵀs ≈ 0
+    assert not mem.update(s, torch.full((5,), float("nan"), dtype=DT))
+    assert not mem.update(torch.full((5,), float("inf"), dtype=DT), s)
+    assert len(mem) == 0
+    assert mem.update(s, 2 * s)
+    with pytest.raises(ValueError, match="1-D"):
+        mem.update(s[None], s[None])
+    with pytest.raises(ValueError):
+        LBFGSMemory(history=0)
+
+
+def test_lbfgs_reset():
+    mem, _ = _filled_lbfgs()
+    mem.reset()
+    assert len(mem) == 0 and mem.gamma == 1.0
+    v = torch.randn(12, dtype=DT)
+    torch.testing.assert_close(mem.matvec(v), v)
+
+
+def test_lbfgs_state_dict_round_trip_bit_exact():
+    mem, _ = _filled_lbfgs(seed=5)
+    v = torch.randn(12, dtype=DT)
+    sd = mem.state_dict()
+    other = LBFGSMemory(history=99)
+    other.load_state_dict(sd)
+    assert other.history == mem.history and len(other) == len(mem)
+    assert torch.equal(other.apply_inverse(v), mem.apply_inverse(v))
+    assert torch.equal(other.matvec(v), mem.matvec(v))
+    # the state dict holds copies
+    sd["s"][0].zero_()
+    assert torch.equal(other.apply_inverse(v), mem.apply_inverse(v))
+
+
+# --------------------------------------------------------------------------- L-SR1
+def _filled_lsr1(n=15, k=5, history=5, seed=0, A=None, **kw) -> tuple[LSR1Memory, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    if A is None:
+        A = _sym(n, gen) * 3.0
+    mem = LSR1Memory(history=history, **kw)
+    for _ in range(k):
+        s = torch.randn(n, generator=gen, dtype=DT)
+        mem.update(s, A @ s)
+    return mem, A
+
+
+def _dense_compact(mem: LSR1Memory, n: int) -> torch.Tensor:
+    gamma, Psi, Minv = mem.compact()
+    B = gamma * torch.eye(n, dtype=DT)
+    if Psi is not None:
+        B = B + Psi @ Minv @ Psi.T
+    return B
+
+
+@pytest.mark.parametrize("rule", ["fixed", "yy_sy"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lsr1_interpolates_all_pairs_of_a_quadratic(rule, seed):
+    n = 15
+    mem, _ = _filled_lsr1(n=n, k=4, history=4, seed=seed, gamma_rule=rule)
+    assert len(mem) == 4
+    for s, y in zip(*mem.pairs(), strict=True):
+        torch.testing.assert_close(mem.matvec(s), y, rtol=1e-8, atol=1e-8)
+
+
+def test_lsr1_newest_secant_for_general_pairs():
+    gen = torch.Generator().manual_seed(4)
+    mem = LSR1Memory(history=3)
+    for _ in range(6):
+        s = torch.randn(9, generator=gen, dtype=DT)
+        y = torch.randn(9, generator=gen, dtype=DT)
+        if mem.update(s, y):
+            torch.testing.assert_close(mem.matvec(s), y, rtol=1e-9, atol=1e-9)
+    assert len(mem) == 3
+    # the ring buffer has wrapped: compact() must still be ordered like M⁻¹
+    torch.testing.assert_close(_dense(mem.matvec, 9), _dense_compact(mem, 9), rtol=0, atol=1e-10)
+    s_list, _ = mem.pairs()
+    assert torch.equal(s_list[-1], s)
+
+
+def test_lsr1_matches_dense_sr1_recursion():
+    n = 12
+    mem, _ = _filled_lsr1(n=n, k=4, history=10, seed=7, gamma_init=0.7)
+    B = _dense(mem.matvec, n)
+    torch.testing.assert_close(B, _dense_compact(mem, n), rtol=1e-12, atol=1e-12)
+    Bd = 0.7 * torch.eye(n, dtype=DT)
+    for s, y in zip(*mem.pairs(), strict=True):
+        r = y - Bd @ s
+        Bd = Bd + torch.outer(r, r) / (r @ s)
+    torch.testing.assert_close(B, Bd, rtol=1e-9, atol=1e-9)
+    assert float(torch.linalg.eigvalsh(B).min()) < 0  # an indefinite model is allowed
+
+
+def test_lsr1_skip_rule():
+    n = 6
+    mem = LSR1Memory(gamma_init=1.0)
+    s = torch.randn(n, dtype=DT)
+    assert not mem.update(s, s.clone())  # y = Bs: nothing to learn (zero denominator)
+    assert not mem.update(s, torch.full((n,), float("nan"), dtype=DT))
+    assert not mem.update(torch.zeros(n, dtype=DT), s)
+    # sᵀ(y − Bs) tiny relative to ‖s‖‖y − Bs‖
+    r = torch.zeros(n, dtype=DT)
+    r[0], r[1] = s[1], -s[0]  # r ⟂ s
+    assert not mem.update(s, s + r)
+    assert len(mem) == 0
+    assert mem.update(s, 3 * s)
+    with pytest.raises(ValueError, match="gamma_rule"):
+        LSR1Memory(gamma_rule="bogus")
+    with pytest.raises(ValueError, match="gamma_init"):
+        LSR1Memory(gamma_init=0.0)
+
+
+def test_lsr1_history_and_reset():
+    mem, _ = _filled_lsr1(k=8, history=3, seed=2, gamma_rule="yy_sy")
+    assert len(mem) == 3
+    _, Psi, Minv = mem.compact()
+    assert Psi is not None and Psi.shape == (15, 3) and Minv is not None and Minv.shape == (3, 3)
+    mem.reset()
+    assert len(mem) == 0 and mem.gamma == 1.0 and mem.compact() == (1.0, None, None)
+    v = torch.randn(15, dtype=DT)
+    torch.testing.assert_close(mem.matvec(v), v)
+
+
+def test_lsr1_yy_sy_gamma():
+    gen = torch.Generator().manual_seed(0)
+    A = _spd(8, gen)
+    mem = LSR1Memory(gamma_rule="yy_sy")
+    s = torch.randn(8, generator=gen, dtype=DT)
+    y = A @ s
+    mem.update(s, y)
+    assert mem.gamma == pytest.approx(float(y @ y) / float(s @ y), rel=1e-14)
+    # non-positive sᵀy keeps the previous γ
+    g0 = mem.gamma
+    s2 = torch.randn(8, generator=gen, dtype=DT)
+    mem.update(s2, -2.0 * s2)
+    assert mem.gamma == g0
+
+
+def test_lsr1_state_dict_round_trip_bit_exact():
+    mem, _ = _filled_lsr1(k=7, history=4, seed=9, gamma_rule="yy_sy")
+    v = torch.randn(15, dtype=DT)
+    other = LSR1Memory()
+    other.load_state_dict(mem.state_dict())
+    assert other.gamma == mem.gamma and len(other) == len(mem) and other.gamma_rule == "yy_sy"
+    assert torch.equal(other.matvec(v), mem.matvec(v))
+    g1, P1, M1 = mem.compact()
+    g2, P2, M2 = other.compact()
+    assert g1 == g2 and torch.equal(P1, P2) and torch.equal(M1, M2)
+    # further updates stay identical
+    s = torch.randn(15, dtype=DT)
+    y = torch.randn(15, dtype=DT)
+    assert mem.update(s, y) == other.update(s, y)
+    assert torch.equal(other.matvec(v), mem.matvec(v))
