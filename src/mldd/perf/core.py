@@ -6,7 +6,8 @@ Three measurements, each side by side in one process with pinned threads:
 2. a small least-squares regression MLP: iterations, evaluations and wall time until
    ``max|g| ≤ tol`` for ``mldd.optim.LBFGS`` and ``torch.optim.LBFGS`` (same memory, strong Wolfe);
 3. the optimizer's own overhead per iteration — wall time outside the closure divided by the
-   time of one closure call (loss + gradient) — for a ~100k-parameter MLP, for
+   time of one closure call (loss + gradient) — for a ~100k-parameter MLP trained full batch on
+   4,000 MNIST-shaped samples, for
    ``TrustRegion(hessian="lsr1")``, ``LBFGS`` and ``torch.optim.LBFGS``.
 """
 
@@ -161,10 +162,12 @@ class OverheadResult:
 
 def measure_overhead(n_iter: int = 30, seed: int = 0) -> list[OverheadResult]:
     """Optimizer time per iteration outside the closure, relative to one closure call."""
+    # A full-batch classification problem of MNIST-5k's shape (4,000 × 784 inputs, 10 classes):
+    # the setting in which full-batch quasi-Newton and trust-region methods are used.
     g = torch.Generator().manual_seed(seed)
-    X = torch.randn(512, 128, generator=g)
-    y = torch.randn(512, 1, generator=g)
-    sizes = [128, 256, 256, 1]  # 98,817 parameters
+    X = torch.randn(4000, 784, generator=g)
+    y = torch.randint(0, 10, (4000,), generator=g)
+    sizes = [784, 128, 10]  # 101,770 parameters
     out = []
     makers: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
         "TrustRegion(hessian='lsr1')": lambda p: TrustRegion(p, hessian="lsr1", memory=5),
@@ -180,7 +183,7 @@ def measure_overhead(n_iter: int = 30, seed: int = 0) -> list[OverheadResult]:
 
         def closure(opt: torch.optim.Optimizer = opt, model: nn.Module = model) -> Tensor:
             opt.zero_grad()
-            loss = ((model(X) - y) ** 2).mean()
+            loss = nn.functional.cross_entropy(model(X), y)
             loss.backward()
             return loss
 
@@ -244,7 +247,8 @@ def run_core_benchmark(out: str | Path, threads: int = 2, quick: bool = False) -
         "## L-BFGS: iterations and time to the gradient tolerance (memory 10, strong Wolfe)",
         _table(["problem", "method", "iterations", "grad evals", "time s", "ms/iter",
                 "final loss", "max|g|", "converged"], rows),
-        "## Optimizer overhead per iteration (~100k-parameter MLP, batch 512)",
+        "## Optimizer overhead per iteration (784-128-10 MLP, 101,770 parameters, float32, "
+        "full batch of 4,000 MNIST-shaped samples)",
         "Overhead = wall time per iteration outside the closure / time of one closure call.",
         _table(["method", "params", "ms/grad eval", "ms/iter", "evals/iter",
                 "overhead ms/iter", "overhead / grad eval"], orows),
