@@ -197,7 +197,7 @@ def test_missing_closure_is_a_clear_error():
 def test_exact_hessian_needs_loss_only_closure():
     model, X, y = _setup()
     opt = mldd.optim.TrustRegion(model.parameters(), hessian="exact")
-    with pytest.raises(ClosureError, match="WITHOUT calling loss.backward"):
+    with pytest.raises(ClosureError, match=r"WITHOUT calling loss\.backward"):
         opt.step(_closure(opt, model, X, y))
     opt.step(lambda: ((model(X) - y) ** 2).mean())
     assert opt.last_info["n_hvp"] > 0

@@ -32,7 +32,8 @@ def _run(solver, obj, x, max_iter, gtol):
 def test_rosenbrock(name, n):
     obj = FunctionObjective(rosenbrock, n)
     x = _run(SOLVERS[name](), obj, rosenbrock_start(n), max_iter=3000, gtol=1e-8)
-    assert torch.allclose(x, torch.ones(n, dtype=torch.float64), atol=1e-5), float((x - 1).abs().max())
+    err = float((x - 1).abs().max())
+    assert err < 1e-5, err
 
 
 # L-SR1 with a small memory is indefinite on ill-conditioned quadratics and needs many more

@@ -58,7 +58,7 @@ def test_hvp_needs_loss_only_closure():
         return loss
 
     obj = ParamsObjective(list(m.parameters()), with_backward)
-    with pytest.raises(ClosureError, match="WITHOUT calling loss.backward"):
+    with pytest.raises(ClosureError, match=r"WITHOUT calling loss\.backward"):
         obj.linearize(obj.current())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -66,12 +67,11 @@ class MLP(nn.Module):
         self.width, self.depth, self.activation_name = width, depth, activation
         self.act = globals()["activation"](activation)
         sizes = [in_features] + [width] * depth + [out_features]
-        self.layers = nn.ModuleList(
-            nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-        for lin in self.layers:
+        linears = [nn.Linear(a, b, dtype=dtype) for a, b in itertools.pairwise(sizes)]
+        for lin in linears:
             nn.init.xavier_normal_(lin.weight)
             nn.init.zeros_(lin.bias)
+        self.layers = nn.ModuleList(linears)
 
     def forward(self, x: Tensor) -> Tensor:
         for lin in self.layers[:-1]:

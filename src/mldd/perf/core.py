@@ -13,11 +13,12 @@ Three measurements, each side by side in one process with pinned threads:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,12 @@ import torch
 from torch import Tensor, nn
 
 import mldd
-from mldd.optim import LBFGS, TrustRegion
+from mldd.optim import LBFGS, FlatOptimizer, TrustRegion
 from mldd.problems.functions import rosenbrock, rosenbrock_start
 
 log = logging.getLogger(__name__)
+
+Case = Callable[[], tuple[list[nn.Parameter], Callable[[], Tensor]]]
 
 
 @dataclass
@@ -65,29 +68,28 @@ class _Counted:
         return out
 
 
-def _grad_max(params: list[Tensor], loss_fn: Callable[[], Tensor]) -> tuple[float, float]:
+def _grad_max(params: Sequence[Tensor], loss_fn: Callable[[], Tensor]) -> tuple[float, float]:
     with torch.enable_grad():
         loss = loss_fn()
         grads = torch.autograd.grad(loss, params)
     return float(loss), max(float(g.abs().max()) for g in grads)
 
 
-def _run_mldd(opt: torch.optim.Optimizer, closure: _Counted, max_iter: int) -> int:
-    it = 0
+def _run_mldd(opt: FlatOptimizer, closure: _Counted, max_iter: int) -> int:
     for it in range(1, max_iter + 1):
         opt.step(closure)
-        if getattr(opt, "converged", False):
-            break
-    return it
+        if opt.converged:
+            return it
+    return max_iter
 
 
 def _run_torch(opt: torch.optim.LBFGS, closure: _Counted, max_iter: int) -> int:
     # One torch step runs up to max_iter iterations with its own stopping tests.
     opt.step(closure)
-    return int(opt.state[opt._params[0]]["n_iter"])  # type: ignore[attr-defined]
+    return int(opt.state[opt.param_groups[0]["params"][0]]["n_iter"])
 
 
-def compare_lbfgs(problem: str, make: Callable[[], tuple[list[nn.Parameter], Callable[[], Tensor]]],
+def compare_lbfgs(problem: str, make: Case,
                   memory: int, tol: float, max_iter: int) -> list[RunResult]:
     """Run mldd LBFGS and torch LBFGS from the same start to ``max|g| ≤ tol``."""
     results = []
@@ -101,7 +103,8 @@ def compare_lbfgs(problem: str, make: Callable[[], tuple[list[nn.Parameter], Cal
                                     max_eval=max_iter * 25, tolerance_grad=tol,
                                     tolerance_change=1e-14, line_search_fn="strong_wolfe")
 
-        def closure(opt: torch.optim.Optimizer = opt) -> Tensor:
+        def closure(opt: torch.optim.Optimizer = opt,
+                    loss_fn: Callable[[], Tensor] = loss_fn) -> Tensor:
             opt.zero_grad()
             loss = loss_fn()
             loss.backward()
@@ -109,10 +112,11 @@ def compare_lbfgs(problem: str, make: Callable[[], tuple[list[nn.Parameter], Cal
 
         counted = _Counted(closure)
         t0 = time.perf_counter()
-        if isinstance(opt, torch.optim.LBFGS):
-            iters = _run_torch(opt, counted, max_iter)
-        else:
+        if isinstance(opt, FlatOptimizer):
             iters = _run_mldd(opt, counted, max_iter)
+        else:
+            assert isinstance(opt, torch.optim.LBFGS)
+            iters = _run_torch(opt, counted, max_iter)
         elapsed = time.perf_counter() - t0
         loss, gmax = _grad_max(params, loss_fn)
         results.append(RunResult(problem, method, iters, counted.calls, elapsed, loss, gmax,
@@ -120,7 +124,7 @@ def compare_lbfgs(problem: str, make: Callable[[], tuple[list[nn.Parameter], Cal
     return results
 
 
-def _rosenbrock_case(n: int) -> Callable[[], tuple[list[nn.Parameter], Callable[[], Tensor]]]:
+def _rosenbrock_case(n: int) -> Case:
     def make() -> tuple[list[nn.Parameter], Callable[[], Tensor]]:
         x = nn.Parameter(rosenbrock_start(n))
         return [x], lambda: rosenbrock(x)
@@ -130,12 +134,12 @@ def _rosenbrock_case(n: int) -> Callable[[], tuple[list[nn.Parameter], Callable[
 def _mlp(sizes: list[int], dtype: torch.dtype, seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b, dtype=dtype), nn.Tanh()]
     return nn.Sequential(*layers[:-1])
 
 
-def _regression_case(seed: int = 0) -> Callable[[], tuple[list[nn.Parameter], Callable[[], Tensor]]]:
+def _regression_case(seed: int = 0) -> Case:
     g = torch.Generator().manual_seed(seed)
     X = torch.rand(1000, 2, generator=g, dtype=torch.float64) * 2 - 1
     y = torch.sin(torch.pi * X[:, :1]) * torch.cos(2 * X[:, 1:])
@@ -189,11 +193,11 @@ def measure_overhead(n_iter: int = 30, seed: int = 0) -> list[OverheadResult]:
 
         counted = _Counted(closure)
         for _ in range(3):  # warm-up
-            opt.step(counted)
+            opt.step(counted)  # type: ignore[arg-type]
         counted.calls, counted.time = 0, 0.0
         t0 = time.perf_counter()
         for _ in range(n_iter):
-            opt.step(counted)
+            opt.step(counted)  # type: ignore[arg-type]
         total = time.perf_counter() - t0
         per_eval = counted.time / max(counted.calls, 1)
         overhead = (total - counted.time) / n_iter

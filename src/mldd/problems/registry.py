@@ -11,7 +11,10 @@ _REGISTRY: dict[str, Callable[..., Problem]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 
 
-def register(name: str, description: str = "") -> Callable[[Callable[..., Problem]], Callable[..., Problem]]:
+Builder = Callable[..., Problem]
+
+
+def register(name: str, description: str = "") -> Callable[[Builder], Builder]:
     """Decorator registering a problem class or factory under ``name``."""
 
     def deco(builder: Callable[..., Problem]) -> Callable[..., Problem]:
