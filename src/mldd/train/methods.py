@@ -422,7 +422,7 @@ register_method(
     _build_lbfgs,
     defaults={"memory": 10, "line_search": "strong_wolfe"},
     full_batch=True,
-    description="mldd.optim.LBFGS (compact L-BFGS, strong Wolfe line search, memory 10)",
+    description="mldd.optim.LBFGS (two-loop L-BFGS, strong Wolfe line search, memory 10)",
     extra_options=_kwonly("LBFGS"),
 )
 register_method(
