@@ -1,0 +1,24 @@
+"""`mldd bench core` (quick) writes its report; mldd L-BFGS matches torch's iteration count."""
+
+import json
+
+from mldd.perf.core import _rosenbrock_case, compare_lbfgs
+from mldd.train.cli import main
+
+
+def test_lbfgs_iterations_match_torch_on_rosenbrock():
+    mine, theirs = compare_lbfgs("rosenbrock", _rosenbrock_case(100), memory=10, tol=1e-6,
+                                 max_iter=2000)
+    assert mine.converged and theirs.converged
+    assert mine.iterations <= 1.1 * theirs.iterations, (mine, theirs)
+
+
+def test_bench_core_quick_cli(tmp_path):
+    out = tmp_path / "core"
+    assert main(["-q", "bench", "core", "--quick", "--threads", "1", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "Optimizer overhead" in report and "torch.optim.LBFGS" in report
+    data = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in data["overhead"]} == {
+        "TrustRegion(hessian='lsr1')", "mldd LBFGS", "torch.optim.LBFGS"}
+    assert all(r["grad_evals"] > 0 for r in data["convergence"])
