@@ -196,3 +196,21 @@ class GridPINN(PINNProblem):
             reference_options=dict(self.reference_options),
         )
         return out
+
+
+class UnitSquareDirichletPINN(GridPINN):
+    """A 2-D problem on (0,1)² with ``u = 0`` on the boundary, hard-constrained by the distance
+    factor ``u = x(1 − x) y(1 − y) N(x, y)`` (zero on ∂Ω, no knowledge of the interior)."""
+
+    def transform(self, model: nn.Module, x: Tensor) -> Tensor:
+        """``u = x(1 − x) y(1 − y) N(x, y)``, shape ``(N,)``."""
+        xs, ys = x[:, 0:1], x[:, 1:2]
+        return (xs * (1.0 - xs) * ys * (1.0 - ys) * self._net(model, x)).reshape(-1)
+
+    def gradient_and_laplacian(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(X, ∇u, Δu)`` at ``x``: ``X`` is the leaf the derivatives were taken against."""
+        X = x.detach().requires_grad_(True)
+        u = self.transform(model, X)
+        g = gradient(u, X)
+        lap = gradient(g[:, 0], X)[:, 0] + gradient(g[:, 1], X)[:, 1]
+        return X, g, lap

@@ -22,13 +22,13 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from mldd.problems.pinn.common import Array, GridPINN, gradient
+from mldd.problems.pinn.common import Array, UnitSquareDirichletPINN
 from mldd.problems.pinn.references import diffusion_advection_reference
 from mldd.problems.registry import register
 
 
 @register("diffusion-advection")
-class DiffusionAdvection(GridPINN):
+class DiffusionAdvection(UnitSquareDirichletPINN):
     """Diffusion–advection ``−0.01 Δu + (1,1)·∇u = 1`` on (0,1)², ``u = 0`` on ∂ (10 × 50)."""
 
     name = "diffusion-advection"
@@ -44,17 +44,8 @@ class DiffusionAdvection(GridPINN):
     def reference_solver(cls) -> Callable[..., dict[str, Array]]:
         return diffusion_advection_reference
 
-    def transform(self, model: nn.Module, x: Tensor) -> Tensor:
-        """``u = x(1 − x) y(1 − y) N(x, y)``, shape ``(N,)``."""
-        xs, ys = x[:, 0:1], x[:, 1:2]
-        return (xs * (1.0 - xs) * ys * (1.0 - ys) * self._net(model, x)).reshape(-1)
-
     def residual(self, model: nn.Module, x: Tensor) -> Tensor:
         """``−ε(u_xx + u_yy) + b·∇u − 1`` at ``x`` (shape ``(N,)``)."""
-        X = x.detach().requires_grad_(True)
-        u = self.transform(model, X)
-        g = gradient(u, X)
-        u_xx = gradient(g[:, 0], X)[:, 0]
-        u_yy = gradient(g[:, 1], X)[:, 1]
+        _, g, lap = self.gradient_and_laplacian(model, x)
         bx, by = self.velocity
-        return -self.diffusion * (u_xx + u_yy) + bx * g[:, 0] + by * g[:, 1] - self.source
+        return -self.diffusion * lap + bx * g[:, 0] + by * g[:, 1] - self.source

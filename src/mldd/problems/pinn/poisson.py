@@ -20,13 +20,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from mldd.problems.pinn.common import Array, GridPINN, gradient
+from mldd.problems.pinn.common import Array, UnitSquareDirichletPINN
 from mldd.problems.pinn.references import poisson_reference
 from mldd.problems.registry import register
 
 
 @register("poisson2d")
-class Poisson2D(GridPINN):
+class Poisson2D(UnitSquareDirichletPINN):
     """Poisson ``−Δu = f`` on (0,1)², manufactured two-mode solution (4 hidden layers × 32)."""
 
     name = "poisson2d"
@@ -48,16 +48,7 @@ class Poisson2D(GridPINN):
             4 * pi * x
         ) * torch.sin(2 * pi * y)
 
-    def transform(self, model: nn.Module, x: Tensor) -> Tensor:
-        """``u = x(1 − x) y(1 − y) N(x, y)``, shape ``(N,)``."""
-        xs, ys = x[:, 0:1], x[:, 1:2]
-        return (xs * (1.0 - xs) * ys * (1.0 - ys) * self._net(model, x)).reshape(-1)
-
     def residual(self, model: nn.Module, x: Tensor) -> Tensor:
         """``−(u_xx + u_yy) − f`` at ``x`` (shape ``(N,)``)."""
-        X = x.detach().requires_grad_(True)
-        u = self.transform(model, X)
-        g = gradient(u, X)
-        u_xx = gradient(g[:, 0], X)[:, 0]
-        u_yy = gradient(g[:, 1], X)[:, 1]
-        return -(u_xx + u_yy) - self.source(X[:, 0], X[:, 1])
+        X, _, lap = self.gradient_and_laplacian(model, x)
+        return -lap - self.source(X[:, 0], X[:, 1])
