@@ -43,7 +43,8 @@ def test_baselines_build_with_defaults() -> None:
     assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["lr"] == 1e-2
     lb = _build("torch-lbfgs", {"history": 3})
     g = lb.param_groups[0]
-    assert g["max_iter"] == 1 and g["history_size"] == 3 and g["line_search_fn"] == "strong_wolfe"
+    assert g["max_iter"] == 20 and g["max_eval"] == 500
+    assert g["history_size"] == 3 and g["line_search_fn"] == "strong_wolfe"
     assert _build("torch-lbfgs").param_groups[0]["history_size"] == 50
 
 
