@@ -172,10 +172,20 @@ class LSR1Memory:
             self._drop_oldest()
         self._Minv = None
 
-    def _set_psi_rows(self, slots: list[int]) -> None:
+    def _set_psi_rows(self, slots: list[int] | None) -> None:
+        """Ψ rows ``y − γ s`` for the given buffer rows (``None``: the whole buffer)."""
         assert self._Sbuf is not None and self._Ybuf is not None and self._Pbuf is not None
-        idx = torch.tensor(slots, dtype=torch.long, device=self._Sbuf.device)
-        self._Pbuf[idx] = self._Ybuf[idx] - self._gamma * self._Sbuf[idx]
+        # Written straight into the buffer: no gather/scatter copies. Unused rows are zero (or
+        # stale but finite), so recomputing them too is harmless and cheaper than indexing.
+        # ``γ·s`` then ``y − ·`` as two exactly rounded elementwise ops (not a fused
+        # ``sub(alpha=γ)``, whose vectorised FMA and scalar tail round differently): a row then
+        # gets the same bits whether computed alone (update) or with the whole buffer
+        # (load_state_dict), so resumed runs stay bit-identical.
+        rows: list[int | slice] = [slice(None)] if slots is None else list(slots)
+        for j in rows:
+            out = self._Pbuf[j]
+            torch.mul(self._Sbuf[j], self._gamma, out=out)
+            torch.sub(self._Ybuf[j], out, out=out)
 
     def _allocate(self, like: Tensor) -> None:
         shape = (self.history, like.numel())
@@ -240,7 +250,7 @@ class LSR1Memory:
             if math.isfinite(g_new) and g_new > 0:
                 self._gamma = g_new
         if self._psi_gamma != self._gamma:
-            self._set_psi_rows(self._slots)
+            self._set_psi_rows(None)
             self._psi_gamma = self._gamma
         else:
             self._set_psi_rows([slot])
@@ -262,6 +272,22 @@ class LSR1Memory:
         idx = torch.tensor(self._slots, dtype=torch.long, device=self._Pbuf.device)
         return self._gamma, self._Pbuf[idx].T.contiguous(), self._Minv
 
+    def compact_rows(self) -> tuple[float, Tensor | None, list[int], Tensor | None]:
+        """The compact factors like :meth:`compact`, but ``Ψᵀ`` without an ``n×k`` copy.
+
+        Returns ``(γ, rows, cols, M⁻¹)``: ``rows`` is ``m×n`` (row-major, dtype/device of the
+        pairs) and column ``j`` of ``Ψ`` (oldest first) is ``rows[cols[j]]``. When the ring buffer
+        is full, ``rows`` *is* the buffer (read-only for callers, valid until the next
+        :meth:`update`), so ``rows @ v`` and ``rows.T @ c`` are single BLAS calls on memory
+        already in place. ``(γ, None, [], None)`` when the memory is empty.
+        """
+        if not self._slots or self._Pbuf is None or self._Minv is None:
+            return self._gamma, None, [], None
+        if len(self._slots) == self._Pbuf.shape[0]:
+            return self._gamma, self._Pbuf, list(self._slots), self._Minv
+        idx = torch.tensor(self._slots, dtype=torch.long, device=self._Pbuf.device)
+        return self._gamma, self._Pbuf[idx], list(range(len(self._slots))), self._Minv
+
     def matvec(self, v: Tensor) -> Tensor:
         """``B v = γv + Ψ (M⁻¹ (Ψᵀ v))`` in ``O(n·k)``.
 
@@ -275,6 +301,22 @@ class LSR1Memory:
             return self._gamma * v.detach()
         c = self._Minv @ self._rows_dot(self._Pbuf, v)
         return self._gamma * v.detach() + self._rows_combine(self._Pbuf, c, v)
+
+    def quad(self, v: Tensor) -> float:
+        """``vᵀBv = γ vᵀv + wᵀM⁻¹w`` with ``w = Ψᵀv``: one pass over Ψ instead of the two of
+        ``dot(v, matvec(v))`` (for model values, where only the scalar is needed).
+
+        Args:
+            v: 1-D vector.
+
+        Returns:
+            ``vᵀBv`` as a float.
+        """
+        vv = float(torch.dot(v, v))
+        if not self._slots or self._Pbuf is None or self._Minv is None:
+            return self._gamma * vv
+        w = self._rows_dot(self._Pbuf, v.detach())
+        return self._gamma * vv + float(w @ (self._Minv @ w))
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -329,7 +371,7 @@ class LSR1Memory:
                 self._Sbuf[sj] = s_list[j]
                 self._Ybuf[sj] = y_list[j]
             self._slots = slots
-            self._set_psi_rows(self._slots)
+            self._set_psi_rows(None)
             self._psi_gamma = self._gamma
         if "SS" in d and "SY" in d:
             self._SS = d["SS"].detach().clone().double().cpu()

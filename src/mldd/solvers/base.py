@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mldd.linalg.flat import all_finite
 from mldd.objective import EvalCounters, Objective
 
 
@@ -89,7 +90,7 @@ def is_finite(f: float, g: Tensor | None = None) -> bool:
     """Whether the loss (and gradient, when given) are finite."""
     if not math.isfinite(f):
         return False
-    return g is None or bool(torch.isfinite(g).all())
+    return g is None or all_finite(g)
 
 
 def counters_info(counters: EvalCounters) -> dict[str, int]:
@@ -100,7 +101,8 @@ def counters_info(counters: EvalCounters) -> dict[str, int]:
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     """Raise a ValueError naming ``value`` and the allowed choices when it is not one of them."""
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+        choices = ", ".join(map(repr, allowed))
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {choices}")
 
 
 def check_positive(config: object, names: tuple[str, ...], *, allow_zero: bool = False) -> None:

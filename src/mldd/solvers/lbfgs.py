@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from mldd.globalization.line_search import LineSearchResult, strong_wolfe
+from mldd.linalg.flat import all_finite, max_abs
 from mldd.objective import EvalCounters, Objective
 from mldd.quasinewton import LBFGSMemory
 from mldd.solvers.base import (
@@ -79,7 +81,8 @@ class LBFGSConfig:
         check_positive(self, ("tolerance_grad", "tolerance_change", "curvature_eps"),
                        allow_zero=True)
         if not isinstance(self.memory, int) or not isinstance(self.max_ls, int):
-            raise ValueError(f"memory and max_ls must be integers, got {self.memory!r}, {self.max_ls!r}")
+            raise ValueError(f"memory and max_ls must be integers, got {self.memory!r}, "
+                             f"{self.max_ls!r}")
         if not 0.0 < self.c1 < self.c2 < 1.0:
             raise ValueError(f"need 0 < c1 < c2 < 1, got c1={self.c1}, c2={self.c2}")
 
@@ -92,7 +95,8 @@ def backtracking(evaluate: Any, d: Tensor, f0: float, dphi0: float, t_init: floa
         f, g = evaluate(t)
         f = float(f)
         if is_finite(f, g) and f <= f0 + c1 * t * dphi0:
-            return LineSearchResult(t, f, g, float(g @ d), k, True, True, "Armijo condition satisfied")
+            return LineSearchResult(t, f, g, float(g @ d), k, True, True,
+                                    "Armijo condition satisfied")
         t *= 0.5
     return LineSearchResult(0.0, f0, None, dphi0, max_evals, False, False,
                             "evaluation budget exhausted while backtracking")
@@ -128,16 +132,18 @@ class LBFGSSolver:
         cfg = self.config
         f, g = evaluate_at(objective, self.cache, x, cfg.reuse_evaluations)
         info: dict[str, Any] = {"loss": f, "accepted": False, "step_length": 0.0}
-        if not is_finite(f, g):
+        g_max = max_abs(g)  # NaN/Inf propagate, so this is also the finiteness test of g
+        if not (math.isfinite(f) and math.isfinite(g_max)):
             self.cache.clear()
             return self._finish(x, f, g, info, "the loss or gradient at the current parameters "
                                 "is NaN/Inf; nothing to step from")
-        if float(g.abs().max()) <= cfg.tolerance_grad:
-            return self._finish(x, f, g, info, f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}")
+        if g_max <= cfg.tolerance_grad:
+            return self._finish(x, f, g, info,
+                                f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}")
 
         d = -self.memory.apply_inverse(g) if len(self.memory) else -g
         dphi0 = float(g @ d)
-        if not dphi0 < 0.0 or not torch.isfinite(d).all():
+        if not dphi0 < 0.0 or not all_finite(d):
             # A corrupted memory (rounding) can produce an ascent direction: fall back to −g.
             self.memory.reset()
             self.fresh_direction = True
@@ -148,7 +154,9 @@ class LBFGSSolver:
             t0 = cfg.lr * min(1.0, 1.0 / float(g.abs().sum()))
 
         def along(t: float) -> tuple[float, Tensor]:
-            fv, gv = objective.value_and_grad(x + t * d)
+            # One fused op; the accepted point below is formed by the same call, so it is
+            # bit-identical to the evaluated one and the cache hits at the next iteration.
+            fv, gv = objective.value_and_grad(torch.add(x, d, alpha=t))
             return float(fv), gv
 
         if cfg.line_search == "strong_wolfe":
@@ -164,10 +172,11 @@ class LBFGSSolver:
                 self.n_resets += 1
                 self.fresh_direction = True
                 return self._finish(x, f, g, info, None)
-            return self._finish(x, f, g, info, f"line search failed from steepest descent ({ls.reason})")
+            return self._finish(x, f, g, info,
+                                f"line search failed from steepest descent ({ls.reason})")
 
         s = ls.t * d
-        x_new = x + s
+        x_new = torch.add(x, d, alpha=ls.t)
         self.memory.update(s, ls.g - g)
         self.fresh_direction = False
         self.cache.put(x_new, ls.f, ls.g)
@@ -177,7 +186,7 @@ class LBFGSSolver:
             reason = f"step max-norm <= tolerance_change={cfg.tolerance_change:g}"
         elif abs(ls.f - f) < cfg.tolerance_change:
             reason = f"loss change < tolerance_change={cfg.tolerance_change:g}"
-        elif float(ls.g.abs().max()) <= cfg.tolerance_grad:
+        elif max_abs(ls.g) <= cfg.tolerance_grad:
             reason = f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}"
         result = self._finish(x_new, f, ls.g, info, reason)
         return result

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mldd.linalg.flat import all_finite
+
 __all__ = ["NORMS", "Matvec", "SubproblemResult"]
 
 Matvec = Callable[[Tensor], Tensor]
@@ -57,7 +59,7 @@ def check_inputs(g: Tensor, radius: float, norm: str) -> None:
     r = float(radius)
     if not math.isfinite(r) or r <= 0:
         raise ValueError(f"trust-region radius must be finite and > 0, got {radius!r}")
-    if not bool(torch.isfinite(g).all()):
+    if not all_finite(g):
         raise ValueError("gradient g contains non-finite entries (nan/inf)")
 
 

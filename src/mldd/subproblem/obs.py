@@ -4,7 +4,9 @@ Notation: ``B = γI + Ψ M⁻¹ Ψᵀ`` (compact L-SR1, ``Ψ`` is ``n×k``), ``r
 
 Spectral decomposition (``O(n·k²)``, cached per memory version):
 
-1. thin QR ``Ψ = Q0 R0`` (Householder, in the dtype of the pairs);
+1. thin QR ``Ψ = Q0 R0`` in the dtype of the pairs, on the memory's row buffer (no ``n×k``
+   copy): CholeskyQR2 (two ``k×k`` Gram matrices and one ``k×n`` product; ``Q0`` kept as rows)
+   when ``Ψ`` is well enough conditioned for it, Householder QR otherwise;
 2. rank handling: SVD ``R0 = U0 Σ Vᵀ`` in float64, keep the ``r`` singular values above
    ``10·k·ε_dtype·σ_max``; then ``Ψ ≈ Q R`` with orthonormal ``Q = Q0 U0_r`` and ``R = Σ_r V_rᵀ``
    (the numerically null part of ``Ψ`` contributes nothing to ``B``);
@@ -52,7 +54,7 @@ from torch import Tensor
 
 from mldd.quasinewton.lsr1 import LSR1Memory
 from mldd.subproblem.base import SubproblemResult, check_inputs, result, vec_norm
-from mldd.subproblem.cauchy import cauchy_point
+from mldd.subproblem.cauchy import cauchy_from_curvature
 
 __all__ = ["solve_obs"]
 
@@ -69,35 +71,77 @@ _NEWTON_MAXITER = 100
 class _Spectral:
     version: int
     gamma: float
-    Q0: Tensor | None  # n×k orthonormal (dtype/device of Ψ)
-    W: Tensor | None  # k×r float64 CPU; P_∥ = Q0 @ W
+    Q: Tensor | None  # m×n rows (dtype/device of Ψ) spanning Ψ's columns; P_∥ = Qᵀ @ W
+    W: Tensor | None  # m×r float64 CPU
     lam_par: Tensor | None  # r eigenvalues Λ̂ + γ (float64 CPU, ascending)
 
 
 _CACHE: weakref.WeakKeyDictionary[LSR1Memory, _Spectral] = weakref.WeakKeyDictionary()
+
+# CholeskyQR2 is accepted when the first pass left ‖Q1ᵀQ1 − I‖_max below this; the second pass then
+# restores orthogonality to the accuracy of the Gram products. Beyond it (κ(Ψ)² · Gram error ≳ 0.1,
+# or rank deficiency) the Householder QR is used.
+_CHOLQR_TOL = 0.1
+
+
+def _cholqr2(rows: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """CholeskyQR2 of ``A = rowsᵀ`` (``n×m``): ``A = Q1 L2⁻ᵀ · (L2ᵀ L1ᵀ)``, ``Q1 = rowsᵀ L1⁻ᵀ``.
+
+    Two ``m×m`` Gram matrices and one ``m×n`` product instead of a Householder QR of an ``n×m``
+    copy (several times cheaper for ``n ≫ m``). ``Q = Q1 L2⁻ᵀ`` is kept implicit: ``Q1`` is
+    already orthonormal to ``‖G2 − I‖`` and ``L2 ≈ I`` is applied in float64 on ``m``-vectors.
+
+    Returns:
+        ``(Q1 rows (m×n), L2⁻ᵀ (m×m), R = L2ᵀL1ᵀ (m×m))`` (small ones float64 CPU), or ``None``
+        when ``A`` is too ill-conditioned (or rank deficient) for it.
+    """
+    G1 = (rows @ rows.T).double().cpu()
+    L1, info = torch.linalg.cholesky_ex(G1)
+    if int(info) != 0:
+        return None
+    Q1 = torch.linalg.inv(L1).to(dtype=rows.dtype, device=rows.device) @ rows
+    G2 = (Q1 @ Q1.T).double().cpu()
+    eye = torch.eye(G2.shape[0], dtype=torch.float64)
+    err = float((G2 - eye).abs().max())
+    if not err <= _CHOLQR_TOL:  # also catches NaN
+        return None
+    L2, info = torch.linalg.cholesky_ex(G2)
+    if int(info) != 0:
+        return None
+    return Q1, torch.linalg.inv(L2).T, L2.T @ L1.T
 
 
 def _spectral(memory: LSR1Memory) -> _Spectral:
     cached = _CACHE.get(memory)
     if cached is not None and cached.version == memory.version:
         return cached
-    gamma, Psi, Minv = memory.compact()
-    if Psi is None or Minv is None:
+    gamma, rows, cols, Minv = memory.compact_rows()
+    if rows is None or Minv is None:
         spec = _Spectral(memory.version, gamma, None, None, None)
     else:
-        Q0, R0 = torch.linalg.qr(Psi, mode="reduced")
-        U0, sig, Vh = torch.linalg.svd(R0.double().cpu())
-        k = Psi.shape[1]
-        tol = 10.0 * k * torch.finfo(Psi.dtype).eps * float(sig[0]) if sig.numel() else 0.0
+        # Ψ = Q R0 with Q orthonormal (as rows, m×n) and R0 m×k (columns oldest first).
+        chol = _cholqr2(rows)
+        if chol is not None:
+            Q, L2invT, R = chol
+            R0 = R[:, cols]
+        else:
+            Q0, R0 = torch.linalg.qr(rows.T, mode="reduced")
+            Q, L2invT = Q0.T, None
+            R0 = R0.double().cpu()[:, cols]
+        U0, sig, Vh = torch.linalg.svd(R0)
+        k = len(cols)
+        tol = 10.0 * k * torch.finfo(rows.dtype).eps * float(sig[0]) if sig.numel() else 0.0
         r = int((sig > tol).sum()) if sig.numel() and float(sig[0]) > 0 else 0
         if r == 0:
             spec = _Spectral(memory.version, gamma, None, None, None)
         else:
-            R = sig[:r, None] * Vh[:r]  # r×k: Ψ ≈ (Q0 U0_r) R
+            R = sig[:r, None] * Vh[:r]  # r×k: Ψ ≈ (Q U0_r) R
             T = R @ Minv @ R.T
             lam_hat, U = torch.linalg.eigh(0.5 * (T + T.T))
             W = U0[:, :r] @ U
-            spec = _Spectral(memory.version, gamma, Q0, W, lam_hat + gamma)
+            if L2invT is not None:
+                W = L2invT @ W  # fold the implicit second CholeskyQR factor into W
+            spec = _Spectral(memory.version, gamma, Q, W, lam_hat + gamma)
     _CACHE[memory] = spec
     return spec
 
@@ -199,18 +243,18 @@ def solve_obs(g: Tensor, memory: LSR1Memory, radius: float, norm: str = "l2") ->
     g = g.detach()
     spec = _spectral(memory)
 
-    if spec.Q0 is None or spec.W is None or spec.lam_par is None:
+    if spec.Q is None or spec.W is None or spec.lam_par is None:
         lam = torch.tensor([spec.gamma], dtype=torch.float64)
         g_norm = float(torch.linalg.vector_norm(g))
         a = torch.tensor([g_norm], dtype=torch.float64)
         v, _, boundary, iters = _diagonal_tr(lam, a, radius)
         step = g * (float(v[0]) / g_norm) if g_norm > 0 else torch.zeros_like(g)
     else:
-        Q0 = spec.Q0.to(dtype=g.dtype, device=g.device)
+        Q = spec.Q.to(dtype=g.dtype, device=g.device)
         W = spec.W
         r = W.shape[1]
-        g_par = W.T @ (Q0.T @ g).double().cpu()
-        g_perp = g - Q0 @ (W @ g_par).to(dtype=g.dtype, device=g.device)
+        g_par = W.T @ (Q @ g).double().cpu()
+        g_perp = g - Q.T @ (W @ g_par).to(dtype=g.dtype, device=g.device)
         perp_norm = float(torch.linalg.vector_norm(g_perp))
         has_perp = g.numel() > r
         if has_perp:
@@ -219,7 +263,7 @@ def solve_obs(g: Tensor, memory: LSR1Memory, radius: float, norm: str = "l2") ->
         else:
             lam, a = spec.lam_par, g_par
         v, _, boundary, iters = _diagonal_tr(lam, a, radius)
-        step = Q0 @ (W @ v[:r]).to(dtype=g.dtype, device=g.device)
+        step = Q.T @ (W @ v[:r]).to(dtype=g.dtype, device=g.device)
         if has_perp and perp_norm > 0 and float(v[r]) != 0.0:
             step = step + g_perp * (float(v[r]) / perp_norm)
 
@@ -228,11 +272,11 @@ def solve_obs(g: Tensor, memory: LSR1Memory, radius: float, norm: str = "l2") ->
         s_norm = vec_norm(step, "l2")
         if s_norm > radius:
             step = step * (radius / s_norm)
-    model_value = float(torch.dot(g, step)) + 0.5 * float(torch.dot(step, memory.matvec(step)))
-    cauchy = cauchy_point(g, memory.matvec, radius, norm)
-    if cauchy.model_value < model_value:
-        return SubproblemResult(
-            cauchy.step, cauchy.predicted_reduction, cauchy.on_boundary, iters, cauchy.model_value
-        )
+    # Model values from the compact form (one pass over Ψ each), not from the spectral factors,
+    # so that rounding in the factorisation cannot make a step look better than it is.
+    model_value = float(torch.dot(g, step)) + 0.5 * memory.quad(step)
+    c_step, c_value, c_boundary = cauchy_from_curvature(g, memory.quad(g), radius, norm)
+    if c_value < model_value:
+        return SubproblemResult(c_step, max(-c_value, 0.0), c_boundary, iters, c_value)
     on_boundary = boundary if norm == "l2" else vec_norm(step, "linf") >= radius * (1 - 1e-12)
     return result(step, model_value, on_boundary, iters)
