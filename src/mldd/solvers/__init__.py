@@ -1,4 +1,6 @@
-"""The functional core of the single-level methods: one iteration on an :class:`~mldd.objective.Objective`.
+"""The functional core of the single-level methods.
+
+One iteration on an :class:`~mldd.objective.Objective`.
 
 Each solver holds its configuration and algorithm state and advances a flat iterate ``x`` by one
 iteration with ``iterate(objective, x)``. The public optimizers in :mod:`mldd.optim` are thin

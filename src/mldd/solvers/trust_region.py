@@ -93,14 +93,16 @@ class TrustRegionConfig:
         check_choice("norm", self.norm, NORMS)
         check_choice("lsr1_gamma", self.lsr1_gamma, ("yy_sy", "fixed"))
         if self.subproblem == "obs" and self.hessian != "lsr1":
-            raise ValueError(f"subproblem='obs' solves L-SR1 models exactly and needs "
-                             f"hessian='lsr1', got hessian={self.hessian!r}; use 'cg' or 'cauchy'")
+            raise ValueError(
+                "subproblem='obs' solves L-SR1 models exactly and needs hessian='lsr1', "
+                f"got hessian={self.hessian!r}; use 'cg' or 'cauchy'")
         if not isinstance(self.memory, int) or self.memory < 1:
             raise ValueError(f"memory must be an integer >= 1, got {self.memory!r}")
         check_positive(self, ("radius", "cg_rtol"))
         check_positive(self, ("tolerance_grad",), allow_zero=True)
-        if self.cg_max_iter is not None and (not isinstance(self.cg_max_iter, int) or self.cg_max_iter < 1):
-            raise ValueError(f"cg_max_iter must be None or an integer >= 1, got {self.cg_max_iter!r}")
+        cap = self.cg_max_iter
+        if cap is not None and (not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"cg_max_iter must be None or an integer >= 1, got {cap!r}")
 
 
 class TrustRegionSolver:
@@ -171,7 +173,8 @@ class TrustRegionSolver:
             return self._finish(x, f, g, info, "the loss or gradient at the current parameters "
                                 "is NaN/Inf; nothing to step from")
         if float(torch.linalg.vector_norm(g)) <= cfg.tolerance_grad:
-            return self._finish(x, f, g, info, f"gradient norm <= tolerance_grad={cfg.tolerance_grad:g}")
+            return self._finish(x, f, g, info,
+                                f"gradient norm <= tolerance_grad={cfg.tolerance_grad:g}")
 
         sub = self.solve_subproblem(g, matvec, self.radius)
         s = sub.step
@@ -187,7 +190,8 @@ class TrustRegionSolver:
         if self.memory is not None and g_trial is not None and is_finite(f_trial, g_trial):
             self.memory.update(s, g_trial - g)
         self.n_iter += 1
-        info.update(rho=decision.rho, radius=self.radius, step_norm=float(torch.linalg.vector_norm(s)),
+        info.update(rho=decision.rho, radius=self.radius,
+                    step_norm=float(torch.linalg.vector_norm(s)),
                     predicted_reduction=sub.predicted_reduction, subproblem_iters=sub.iterations,
                     on_boundary=sub.on_boundary)
         self.radius = decision.radius
