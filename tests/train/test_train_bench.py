@@ -86,3 +86,22 @@ def test_run_suite_report_and_plots(tmp_path, tiny: str) -> None:
         assert (out / f"{tiny}_{suffix}.png").stat().st_size > 1000
     summary = json.loads((out / recs[0]["dir"] / "summary.json").read_text())
     assert summary["threads"] == 1 and summary["seed"] == 0
+
+
+def test_filter_suite_selects_and_validates() -> None:
+    import pytest
+
+    from mldd.train.suites import filter_suite, get_suite
+
+    spec = filter_suite(get_suite("baselines"), ["burgers"], ["adam", "torch-lbfgs-h3"])
+    assert len(spec["groups"]) == 1
+    g = spec["groups"][0]
+    assert list(g["problems"]) == ["burgers"]
+    assert [m["label"] for m in g["methods"]] == ["adam", "torch-lbfgs-h3"]
+    assert all(set(t["labels"]) <= {"adam", "torch-lbfgs-h3"} for t in g["targets"])
+    with pytest.raises(ValueError, match="unknown problem 'nope'"):
+        filter_suite(get_suite("baselines"), ["nope"], None)
+    with pytest.raises(ValueError, match="unknown method 'sgdd'"):
+        filter_suite(get_suite("baselines"), None, ["sgdd"])
+    with pytest.raises(ValueError, match="no problem"):
+        filter_suite(get_suite("baselines"), ["digits"], ["torch-lbfgs-h3"])

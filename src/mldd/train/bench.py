@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mldd.train.config import ComponentConfig, RunConfig, problem_parameters
-from mldd.train.suites import check_suite, get_suite
+from mldd.train.suites import check_suite, filter_suite, get_suite
 
 logger = logging.getLogger("mldd.bench")
 
@@ -74,6 +74,8 @@ def run_suite(
     progress: bool = True,
     plots: bool = True,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    problems: list[str] | None = None,
+    methods: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run a suite and write ``out/bench.json``, ``out/report.md`` and plots.
 
@@ -86,6 +88,8 @@ def run_suite(
         progress: per-run progress display.
         plots: write PNG plots.
         on_run: called with each run record as it finishes.
+        problems: run only these problems of the suite (default: all).
+        methods: run only these method labels of the suite (default: all).
 
     Returns:
         The bench index (what ``bench.json`` holds).
@@ -96,6 +100,8 @@ def run_suite(
     name = suite if isinstance(suite, str) else suite.get("name", "custom")
     spec = get_suite(suite) if isinstance(suite, str) else dict(suite)
     check_suite(spec)
+    if problems is not None or methods is not None:
+        spec = filter_suite(spec, problems, methods)
     quick_cfg = spec.get("quick") if quick else None
     budget = float(budget_s if budget_s is not None else spec["budget_s"])
     if quick_cfg:

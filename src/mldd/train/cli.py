@@ -75,7 +75,13 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
     p.add_argument("--quick", action="store_true",
                    help="divide budgets by the suite's factor (10), fewer collocation points")
+    p.add_argument("--problems", help="comma-separated subset of the suite's problems")
+    p.add_argument("--methods", help="comma-separated subset of the suite's method labels")
     p.add_argument("--no-plots", action="store_true")
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +159,7 @@ def _cmd_bench_core(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from mldd.train.bench import run_suite
-    from mldd.train.suites import get_suite
+    from mldd.train.suites import filter_suite, get_suite
 
     if args.suite == "core":
         return _cmd_bench_core(args)
@@ -177,7 +183,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       f"final {_num(s['final_metric'])}, best {_num(s['best_metric'])}, "
                       f"{s['grad_evals']} evals, stop {s['stop_reason']}")
 
-    run_suite(args.suite, out, budget_s=args.budget, seeds=args.seeds, quick=args.quick,
+    try:
+        spec = filter_suite(get_suite(args.suite), _csv(args.problems), _csv(args.methods))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    spec["name"] = args.suite
+    run_suite(spec, out, budget_s=args.budget, seeds=args.seeds, quick=args.quick,
               progress=not args.quiet, plots=not args.no_plots, on_run=on_run)
     con.print(f"wrote {out / 'report.md'}")
     return 0

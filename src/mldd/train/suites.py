@@ -181,3 +181,43 @@ def check_suite(suite: dict[str, Any]) -> None:
             for lab in t["labels"]:
                 if lab not in labels:
                     raise ValueError(f"suite group {i}: target label {lab!r} not in {labels}")
+
+
+def filter_suite(
+    suite: dict[str, Any], problems: list[str] | None = None, methods: list[str] | None = None
+) -> dict[str, Any]:
+    """A copy of ``suite`` restricted to the given problem names and method labels.
+
+    Groups left without problems or methods are dropped; targets keep only labels that remain
+    (a target with none left is dropped, so its time-to-target column disappears).
+
+    Raises:
+        ValueError: for a name that the suite does not contain (the message lists those it does).
+    """
+    spec = copy.deepcopy(suite)
+    known_p = {p for g in spec["groups"] for p in g["problems"]}
+    known_m = {m["label"] for g in spec["groups"] for m in g["methods"]}
+    for kind, wanted, known in (("problem", problems, known_p), ("method", methods, known_m)):
+        bad = sorted(set(wanted or []) - known)
+        if bad:
+            raise ValueError(f"unknown {kind} {', '.join(map(repr, bad))} for this suite; "
+                             f"it has: {', '.join(sorted(known))}")
+    groups = []
+    for g in spec["groups"]:
+        if problems is not None:
+            g["problems"] = {k: v for k, v in g["problems"].items() if k in problems}
+        if methods is not None:
+            g["methods"] = [m for m in g["methods"] if m["label"] in methods]
+        if not g["problems"] or not g["methods"]:
+            continue
+        labels = {m["label"] for m in g["methods"]}
+        g["targets"] = [dict(t, labels=[x for x in t["labels"] if x in labels])
+                        for t in g.get("targets", [])]
+        g["targets"] = [t for t in g["targets"] if t["labels"]]
+        if g.get("baseline") not in labels:
+            g["baseline"] = g["methods"][0]["label"]
+        groups.append(g)
+    if not groups:
+        raise ValueError("the selection leaves no problem × method pair to run")
+    spec["groups"] = groups
+    return spec
