@@ -98,6 +98,10 @@ class LSR1Memory:
         self._SY = torch.zeros(0, 0, dtype=torch.float64)
         self._Minv: Tensor | None = None
         self._version = 0
+        # ``(v, v._version, memory version, Ψᵀv)`` of the last two :meth:`quad` calls: the trust
+        # region offers its step to :meth:`update` right after the model value was computed from
+        # it, so the skip test can reuse ``Ψᵀs`` instead of another pass over Ψ.
+        self._quad_memo: list[tuple[Tensor, int, int, Tensor]] = []
 
     # ------------------------------------------------------------------ bookkeeping
     def __len__(self) -> int:
@@ -134,6 +138,7 @@ class LSR1Memory:
         self._SY = torch.zeros(0, 0, dtype=torch.float64)
         self._Minv = None
         self._version += 1
+        self._quad_memo.clear()
 
     def _rcond_tol(self) -> float:
         # Relative eigenvalue floor for M: the Gram entries carry rounding of the pairs' dtype.
@@ -159,6 +164,7 @@ class LSR1Memory:
     def _rebuild(self) -> None:
         """Recompute Ψ and M⁻¹, dropping the oldest pairs while M is ill-conditioned."""
         self._version += 1
+        self._quad_memo.clear()
         while self._slots:
             SY = self._SY
             L = torch.tril(SY, diagonal=-1)
@@ -215,9 +221,14 @@ class LSR1Memory:
             raise ValueError(
                 f"pair length {s.numel()} differs from the stored pairs' {self._Sbuf.shape[1]}"
             )
+        w = self._memo_lookup(s)
         s = s.detach()
         y = y.detach()
-        r = y - self.matvec(s)
+        if w is None or self._Pbuf is None or self._Minv is None:
+            r = y - self.matvec(s)
+        else:
+            # Same arithmetic as ``matvec`` (so the same bits), with ``Ψᵀs`` from :meth:`quad`.
+            r = y - (self._gamma * s + self._rows_combine(self._Pbuf, self._Minv @ w, s))
         srr = float(torch.dot(s, r))
         s_norm = float(torch.linalg.vector_norm(s))
         r_norm = float(torch.linalg.vector_norm(r))
@@ -288,6 +299,13 @@ class LSR1Memory:
         idx = torch.tensor(self._slots, dtype=torch.long, device=self._Pbuf.device)
         return self._gamma, self._Pbuf[idx], list(range(len(self._slots))), self._Minv
 
+    def _memo_lookup(self, v: Tensor) -> Tensor | None:
+        """``Ψᵀv`` if :meth:`quad` computed it for this very tensor, unmodified, with this ``B``."""
+        for t, t_version, version, w in self._quad_memo:
+            if t is v and t_version == v._version and version == self._version:
+                return w
+        return None
+
     def matvec(self, v: Tensor) -> Tensor:
         """``B v = γv + Ψ (M⁻¹ (Ψᵀ v))`` in ``O(n·k)``.
 
@@ -316,6 +334,7 @@ class LSR1Memory:
         if not self._slots or self._Pbuf is None or self._Minv is None:
             return self._gamma * vv
         w = self._rows_dot(self._Pbuf, v.detach())
+        self._quad_memo = [*self._quad_memo[-1:], (v, v._version, self._version, w)]
         return self._gamma * vv + float(w @ (self._Minv @ w))
 
     # ------------------------------------------------------------------ persistence
