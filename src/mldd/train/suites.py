@@ -117,6 +117,40 @@ SUITES: dict[str, dict[str, Any]] = {
         ],
         "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
     },
+    "pinn-baselines": {
+        "description": "the baseline table of issue 3: every PINN problem (float64, 10,000 "
+        "Hammersley points, the paper's sizes) × Adam (lr 1e-3), torch L-BFGS h3/h50, "
+        "Adam→L-BFGS and mldd TrustRegion, 240 s, 2 seeds",
+        "budget_s": 240.0,
+        "seeds": 2,
+        "threads": 2,
+        "dtype": "float64",
+        "groups": [
+            {
+                "problems": {
+                    "burgers": {},
+                    "klein-gordon": {},
+                    "allen-cahn": {},
+                    "diffusion-advection": {},
+                    "poisson2d": {},
+                },
+                "methods": [
+                    {"label": "adam", "method": "adam", "options": {"lr": 1e-3}},
+                    {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}},
+                    {"label": "torch-lbfgs-h50", "method": "torch-lbfgs",
+                     "options": {"history": 50}},
+                    {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}},
+                    {"label": "trust-region", "method": "trust-region", "options": {}},
+                ],
+                "baseline": "torch-lbfgs-h3",
+                "targets": [
+                    {"name": "L-BFGS h3 (float64)", "labels": ["torch-lbfgs-h3"]},
+                    {"name": "strongest L-BFGS", "labels": ["torch-lbfgs-h3", "torch-lbfgs-h50"]},
+                ],
+            }
+        ],
+        "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
+    },
     "smoke": {
         "description": "tiny: Poisson 2-D with 500 collocation points, 3 s per run (for tests)",
         "budget_s": 3.0,
