@@ -278,7 +278,7 @@ def run_core_benchmark(out: str | Path, threads: int = 2, quick: bool = False) -
         "the overhead run.",
         "## L-BFGS: iterations and time to the gradient tolerance (memory 10, strong Wolfe)",
         _table(["problem", "method", "iterations", "grad evals", "time s", "ms/iter",
-                "final loss", "max|g|", "converged"], rows),
+                "final loss", "max abs(g)", "converged"], rows),
         "## Optimizer overhead per iteration at ~100k parameters",
         "Overhead = wall time per iteration outside the closure / time of one closure call. "
         "torch's LBFGS runs with max_iter=1 (one iteration per step, like mldd's); it calls "
