@@ -20,6 +20,7 @@ Notation: ``x`` the flat parameter vector, ``f = f(x)``, ``g = ∇f(x)``, ``Hv =
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -73,7 +74,7 @@ def _check_loss(loss: object) -> Tensor:
     return loss.reshape(())
 
 
-class Objective:
+class Objective(ABC):
     """Base class: ``f``, ``(f, ∇f)`` and Hessian-vector products at a flat point ``x``.
 
     Subclasses implement :meth:`_value`, :meth:`_value_and_grad` and :meth:`_linearize`; this
@@ -122,14 +123,17 @@ class Objective:
         return self.linearize(x)[2](v)
 
     # -- to implement -------------------------------------------------------------------------
+    @abstractmethod
     def _value(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """``f(x)`` without counting."""
 
+    @abstractmethod
     def _value_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        """``(f(x), ∇f(x))`` without counting."""
 
+    @abstractmethod
     def _linearize(self, x: Tensor) -> tuple[Tensor, Tensor, MatVec]:
-        raise NotImplementedError
+        """``(f, g, v ↦ Hv)`` without counting."""
 
 
 class FunctionObjective(Objective):

@@ -10,6 +10,7 @@ cached evaluation, counters), so a resumed run continues bit-identically.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -36,7 +37,7 @@ class Solver(Protocol):
 _STATE_KEY = "solver"
 
 
-class FlatOptimizer(Optimizer):
+class FlatOptimizer(Optimizer, ABC):
     """Base of the single-vector optimizers; subclasses implement :meth:`_build_solver`.
 
     After each :meth:`step`, :attr:`last_info` describes what happened (loss, gradient norm,
@@ -73,8 +74,9 @@ class FlatOptimizer(Optimizer):
     def _hyper(self) -> dict[str, Any]:
         return {k: self.param_groups[0][k] for k in self._hyper_keys}
 
+    @abstractmethod
     def _build_solver(self, hyper: dict[str, Any]) -> Solver:
-        raise NotImplementedError  # implemented by every concrete optimizer
+        """The solver for the hyper-parameters ``hyper`` (one entry per constructor option)."""
 
     @property
     def stop_reason(self) -> str | None:

@@ -14,6 +14,7 @@ gradient ``(u_x, u_t)``, then one further call per second derivative needed, all
 from __future__ import annotations
 
 import inspect
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -143,9 +144,9 @@ class GridPINN(PINNProblem):
 
     # ----------------------------------------------------------------------------- reference
     @classmethod
+    @abstractmethod
     def reference_solver(cls) -> Callable[..., dict[str, Array]]:
         """The function computing ``{variables[0]: axis, variables[1]: axis, "u": grid}``."""
-        raise NotImplementedError
 
     def reference_grid(self) -> tuple[Array, Array, Array]:
         """``(axis0, axis1, U)`` as float64 arrays, ``U[i, j] = u(axis0[i], axis1[j])``."""
