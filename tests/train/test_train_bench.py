@@ -105,3 +105,16 @@ def test_filter_suite_selects_and_validates() -> None:
         filter_suite(get_suite("baselines"), None, ["sgdd"])
     with pytest.raises(ValueError, match="no problem"):
         filter_suite(get_suite("baselines"), ["digits"], ["torch-lbfgs-h3"])
+
+
+def test_run_suite_reuse_keeps_finished_runs(tmp_path, tiny: str) -> None:
+    out = tmp_path / "bench"
+    first = run_suite(tiny_suite(tiny), out, progress=False, quick=True, plots=False)
+    again = run_suite(tiny_suite(tiny), out, progress=False, quick=True, plots=False, reuse=True)
+    done = [(r["dir"], r["summary"]) for r in first["records"] if r["summary"]]
+    kept = {r["dir"]: r["summary"] for r in again["records"] if r["summary"]}
+    assert done and all(kept[d] == s for d, s in done)
+    # a different budget is a different config: nothing is reused
+    third = run_suite(tiny_suite(tiny), out, progress=False, budget_s=0.3, plots=False, reuse=True)
+    assert all(r["summary"] is None or r["summary"]["time_s"] > 0.0 for r in third["records"])
+    assert all(r["summary"] != kept.get(r["dir"]) for r in third["records"] if r["summary"])

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mldd.train.config import ComponentConfig, RunConfig, problem_parameters
+from mldd.train.config import ComponentConfig, RunConfig, dump_yaml, problem_parameters
 from mldd.train.suites import check_suite, filter_suite, get_suite
 
 logger = logging.getLogger("mldd.bench")
@@ -76,6 +76,7 @@ def run_suite(
     on_run: Callable[[dict[str, Any]], None] | None = None,
     problems: list[str] | None = None,
     methods: list[str] | None = None,
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """Run a suite and write ``out/bench.json``, ``out/report.md`` and plots.
 
@@ -90,6 +91,9 @@ def run_suite(
         on_run: called with each run record as it finishes.
         problems: run only these problems of the suite (default: all).
         methods: run only these method labels of the suite (default: all).
+        reuse: keep the result of a run whose directory already holds a ``summary.json`` written
+            for exactly the same resolved config (so an interrupted or extended suite re-runs
+            only what is missing).
 
     Returns:
         The bench index (what ``bench.json`` holds).
@@ -143,6 +147,13 @@ def run_suite(
                         "dir": str(run_dir.relative_to(out)),
                     }
                     key = json.dumps([pname, popts, dtype], sort_keys=True, default=str)
+                    previous = _finished_run(run_dir, cfg) if reuse else None
+                    if previous is not None:
+                        rec["summary"], rec["error"] = previous, None
+                        records.append(rec)
+                        if on_run is not None:
+                            on_run(rec)
+                        continue
                     try:
                         from mldd.train.run import build_problem
 
@@ -185,6 +196,17 @@ def run_suite(
 
         plot_bench(out)
     return index
+
+
+def _finished_run(run_dir: Path, cfg: RunConfig) -> dict[str, Any] | None:
+    """The summary of a finished run in ``run_dir`` made with the same resolved config."""
+    summary, config = run_dir / "summary.json", run_dir / "config.yaml"
+    if not (summary.is_file() and config.is_file()):
+        return None
+    if config.read_text() != dump_yaml(cfg):
+        return None
+    data: dict[str, Any] = json.loads(summary.read_text())
+    return data
 
 
 def _json_default(x: Any) -> Any:

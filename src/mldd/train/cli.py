@@ -77,6 +77,8 @@ def _add_bench(sub: Any) -> None:
                    help="divide budgets by the suite's factor (10), fewer collocation points")
     p.add_argument("--problems", help="comma-separated subset of the suite's problems")
     p.add_argument("--methods", help="comma-separated subset of the suite's method labels")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep runs already finished in --out with the same config")
     p.add_argument("--no-plots", action="store_true")
 
 
@@ -189,7 +191,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     spec["name"] = args.suite
     run_suite(spec, out, budget_s=args.budget, seeds=args.seeds, quick=args.quick,
-              progress=not args.quiet, plots=not args.no_plots, on_run=on_run)
+              progress=not args.quiet, plots=not args.no_plots, on_run=on_run, reuse=args.reuse)
     con.print(f"wrote {out / 'report.md'}")
     return 0
 
