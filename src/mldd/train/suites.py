@@ -36,14 +36,24 @@ from typing import Any
 
 _LR_GRID = [1e-4, 1e-3, 1e-2]
 
+# Method entries shared by several suites (a suite deep-copies what it uses).
+_ADAM = {"label": "adam", "method": "adam", "options": {"lr": 1e-3}}
+_TORCH_H3 = {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}}
+_TORCH_H50 = {"label": "torch-lbfgs-h50", "method": "torch-lbfgs", "options": {"history": 50}}
+_TR = {"label": "trust-region", "method": "trust-region", "options": {}}
+_TARGETS_H3_H50: list[dict[str, Any]] = [
+    {"name": "L-BFGS h3 (float64)", "labels": ["torch-lbfgs-h3"]},
+    {"name": "strongest L-BFGS", "labels": ["torch-lbfgs-h3", "torch-lbfgs-h50"]},
+]
+
 _PINN_METHODS: list[dict[str, Any]] = [
     {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
-    {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}},
-    {"label": "torch-lbfgs-h50", "method": "torch-lbfgs", "options": {"history": 50}},
+    _TORCH_H3,
+    _TORCH_H50,
     {"label": "torch-lbfgs-h50-f32", "method": "torch-lbfgs", "options": {"history": 50},
      "dtype": "float32"},
     {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}},
-    {"label": "trust-region", "method": "trust-region", "options": {}},
+    _TR,
     {"label": "lbfgs", "method": "lbfgs", "options": {}},
 ]
 
@@ -67,18 +77,14 @@ SUITES: dict[str, dict[str, Any]] = {
             {
                 "problems": {"burgers": {}},
                 "methods": [
-                    {"label": "trust-region", "method": "trust-region", "options": {}},
+                    _TR,
                     {"label": "lbfgs", "method": "lbfgs", "options": {}},
-                    {"label": "adam", "method": "adam", "options": {"lr": 1e-3}},
-                    {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}},
-                    {"label": "torch-lbfgs-h50", "method": "torch-lbfgs",
-                     "options": {"history": 50}},
+                    _ADAM,
+                    _TORCH_H3,
+                    _TORCH_H50,
                 ],
                 "baseline": "torch-lbfgs-h3",
-                "targets": [
-                    {"name": "L-BFGS h3 (float64)", "labels": ["torch-lbfgs-h3"]},
-                    {"name": "strongest L-BFGS", "labels": ["torch-lbfgs-h3", "torch-lbfgs-h50"]},
-                ],
+                "targets": _TARGETS_H3_H50,
             }
         ],
         "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
@@ -135,12 +141,11 @@ SUITES: dict[str, dict[str, Any]] = {
                     "poisson2d": {},
                 },
                 "methods": [
-                    {"label": "adam", "method": "adam", "options": {"lr": 1e-3}},
-                    {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}},
-                    {"label": "torch-lbfgs-h50", "method": "torch-lbfgs",
-                     "options": {"history": 50}},
+                    _ADAM,
+                    _TORCH_H3,
+                    _TORCH_H50,
                     {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}},
-                    {"label": "trust-region", "method": "trust-region", "options": {}},
+                    _TR,
                     # A long L-BFGS memory as the trust-region model (Steihaug CG): the strongest
                     # mldd configuration in a 2,000-iteration Burgers pilot (rel. L2 5.5e-3 vs
                     # 1.2e-1 for L-SR1 memory 5, 2,000 points).
@@ -148,10 +153,7 @@ SUITES: dict[str, dict[str, Any]] = {
                      "options": {"hessian": "lbfgs", "memory": 50}},
                 ],
                 "baseline": "torch-lbfgs-h3",
-                "targets": [
-                    {"name": "L-BFGS h3 (float64)", "labels": ["torch-lbfgs-h3"]},
-                    {"name": "strongest L-BFGS", "labels": ["torch-lbfgs-h3", "torch-lbfgs-h50"]},
-                ],
+                "targets": _TARGETS_H3_H50,
             }
         ],
         "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
