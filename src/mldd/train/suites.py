@@ -46,6 +46,15 @@ _TARGETS_H3_H50: list[dict[str, Any]] = [
     {"name": "strongest L-BFGS", "labels": ["torch-lbfgs-h3", "torch-lbfgs-h50"]},
 ]
 
+# Every PINN problem with its default (the paper's) settings.
+_PINN_PROBLEMS: dict[str, dict[str, Any]] = {
+    "burgers": {},
+    "klein-gordon": {},
+    "allen-cahn": {},
+    "diffusion-advection": {},
+    "poisson2d": {},
+}
+
 _PINN_METHODS: list[dict[str, Any]] = [
     {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
     _TORCH_H3,
@@ -99,13 +108,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "dtype": None,
         "groups": [
             {
-                "problems": {
-                    "burgers": {},
-                    "klein-gordon": {},
-                    "allen-cahn": {},
-                    "diffusion-advection": {},
-                    "poisson2d": {},
-                },
+                "problems": _PINN_PROBLEMS,
                 "methods": _PINN_METHODS,
                 "baseline": "torch-lbfgs-h3",
                 "targets": _LBFGS_TARGETS,
@@ -133,13 +136,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "dtype": "float64",
         "groups": [
             {
-                "problems": {
-                    "burgers": {},
-                    "klein-gordon": {},
-                    "allen-cahn": {},
-                    "diffusion-advection": {},
-                    "poisson2d": {},
-                },
+                "problems": _PINN_PROBLEMS,
                 "methods": [
                     _ADAM,
                     _TORCH_H3,
