@@ -55,6 +55,28 @@ class Problem(ABC):
         """One epoch of mini-batches in random order; full-batch problems yield ``None`` once."""
         yield None
 
+    def full_batch(self) -> Batch:
+        """The whole training set / all collocation points as an explicit batch."""
+        raise NotImplementedError(f"{type(self).__name__} does not define full_batch()")
+
+    def n_rows(self, batch: Batch | None = None) -> int:
+        """Number of rows (samples or collocation points) in ``batch`` (``None`` = all)."""
+        b = self.full_batch() if batch is None else batch
+        return int(b[0].shape[0] if isinstance(b, tuple | list) else b.shape[0])
+
+    def select_rows(self, batch: Batch | None, rows: Tensor | None) -> Batch:
+        """The sub-batch of ``batch`` (``None`` = all) at row indices ``rows`` (``None`` = all).
+
+        This is what a ``closure(model, rows)`` (see :mod:`mldd.closures`) evaluates: data
+        hierarchies and data-sharded methods ask for subsets of the current batch.
+        """
+        if rows is None:
+            return batch
+        b = self.full_batch() if batch is None else batch
+        if isinstance(b, tuple | list):
+            return type(b)(t[rows] for t in b)
+        return b[rows]
+
     def describe(self) -> dict[str, Any]:
         """A small dict of the problem's settings (for configs and reports)."""
         return {"name": self.name, "metric": self.metric_name, "dtype": str(self.dtype)}
@@ -83,6 +105,10 @@ class PINNProblem(Problem):
     @abstractmethod
     def reference(self) -> tuple[Tensor, Tensor]:
         """``(points, values)``: the evaluation grid and the reference solution on it."""
+
+    def full_batch(self) -> Tensor:
+        """All collocation points."""
+        return self.collocation
 
     def loss(self, model: nn.Module, batch: Tensor | None = None) -> Tensor:
         """Mean squared PDE residual on ``batch`` (default: all collocation points)."""
@@ -116,6 +142,10 @@ class ClassificationProblem(Problem):
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
+
+    def full_batch(self) -> tuple[Tensor, Tensor]:
+        """The whole training set ``(x_train, y_train)``."""
+        return self.x_train, self.y_train
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Mean cross-entropy on ``batch = (x, y)`` (default: the whole training set)."""

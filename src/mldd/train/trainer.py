@@ -18,6 +18,7 @@ Stop reasons: ``"budget_s"``, ``"max_grad_evals"``, ``"max_iters"``, ``"target"`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -198,13 +199,27 @@ class Trainer:
             return b
 
     def _closure_for(self, batch: Any) -> Any:
-        def closure() -> Tensor:
-            self.optimizer.zero_grad()
-            loss = self.problem.loss(self.model, batch)
-            loss.backward()
-            self.closure_calls += 1
-            return loss
+        """A closure serving every convention of :mod:`mldd.closures`.
 
+        Called with no argument it is a torch-style closure (zero_grad, loss, backward) on the
+        trained model; called as ``closure(model, rows)`` (multilevel and data-sharded methods)
+        it returns the loss of ``model`` on rows ``rows`` of the batch, without ``backward()``.
+        """
+
+        def closure(model: nn.Module | None = None, rows: Tensor | None = None) -> Tensor:
+            self.closure_calls += 1
+            if model is None and rows is None:
+                self.optimizer.zero_grad()
+                loss = self.problem.loss(self.model, batch)
+                loss.backward()
+                return loss
+            sub = self.problem.select_rows(batch, rows)
+            return self.problem.loss(self.model if model is None else model, sub)
+
+        # Data-sharded methods read how many rows they may shard; problems without row access
+        # (user-defined ones) still train with every method that does not need rows.
+        with contextlib.suppress(NotImplementedError):
+            closure.n_rows = self.problem.n_rows(batch)  # type: ignore[attr-defined]
         return closure
 
     def _info(self) -> dict[str, Any]:

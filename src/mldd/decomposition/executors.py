@@ -1,0 +1,91 @@
+"""Where the subdomains' work runs: in one process, or across ``torch.distributed`` ranks.
+
+Every additive method (ASPQN, two-level Schwarz, APTS) is written once against
+:class:`Executor`: each rank solves the subdomains it :meth:`~Executor.owns`, the extended
+corrections are summed with :meth:`~Executor.all_reduce_sum`, and every accept/reject or
+line-search decision is taken from all-reduced (hence identical) numbers, so all ranks always
+take the same branch [KKKK24 §4]. :class:`SerialExecutor` runs all subdomains one after another in
+one process; it defines the iterates the distributed executor must reproduce.
+
+References:
+    [KKKK24] Kopaničáková, Kothari, Karniadakis, Krause. SIAM J. Sci. Comput. 46(5), 2024.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar, runtime_checkable
+
+from torch import Tensor
+
+T = TypeVar("T")
+
+
+class ExecutorError(RuntimeError):
+    """Local work failed on some rank; raised on *every* rank so that none waits forever."""
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """What the additive methods need from an execution back-end.
+
+    Attributes:
+        rank: this process's rank (0 in serial).
+        world_size: number of processes (1 in serial).
+    """
+
+    rank: int
+    world_size: int
+
+    def owns(self, n_subdomains: int) -> list[int]:
+        """The subdomain indices this rank solves (all of them in serial)."""
+        ...
+
+    def all_reduce_sum(self, t: Tensor) -> Tensor:
+        """The elementwise sum of ``t`` over all ranks (a new tensor; ``t`` is not modified)."""
+        ...
+
+    def guarded(self, fn: Callable[[], T]) -> T:
+        """Run local work ``fn``; if it raises on any rank, raise :class:`ExecutorError` on all.
+
+        Must be called by every rank at the same point (it is a collective).
+        """
+        ...
+
+
+class SerialExecutor:
+    """All subdomains, one after another, in this process (rank 0 of a world of size 1)."""
+
+    rank = 0
+    world_size = 1
+
+    def owns(self, n_subdomains: int) -> list[int]:
+        """Every subdomain: ``[0, …, n_subdomains − 1]``."""
+        if n_subdomains < 1:
+            raise ValueError(f"n_subdomains must be >= 1, got {n_subdomains}")
+        return list(range(n_subdomains))
+
+    def all_reduce_sum(self, t: Tensor) -> Tensor:
+        """``t`` itself, copied (the sum over one rank)."""
+        return t.clone()
+
+    def guarded(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``; its exception propagates unchanged (there is no other rank to warn)."""
+        return fn()
+
+    def __repr__(self) -> str:
+        return "SerialExecutor()"
+
+
+def owned_round_robin(rank: int, world_size: int, n_subdomains: int) -> list[int]:
+    """Subdomains ``rank, rank + world_size, …`` — the distributed ownership rule.
+
+    With contiguous layer subdomains and ``n_subdomains`` a multiple of ``world_size`` this gives
+    every rank the same number of subdomains. Raises if a rank would own none.
+    """
+    if n_subdomains < world_size:
+        raise ValueError(
+            f"{n_subdomains} subdomains cannot be shared by {world_size} processes: every "
+            "process needs at least one; use fewer processes or more subdomains"
+        )
+    return list(range(rank, n_subdomains, world_size))
