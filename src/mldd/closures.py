@@ -45,6 +45,18 @@ _SIGNATURES = {
 }
 
 
+def _required_args(closure: Any) -> int:
+    try:
+        sig = inspect.signature(closure)
+    except (TypeError, ValueError):
+        return 0
+    return sum(
+        1 for p in sig.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and p.default is inspect.Parameter.empty
+    )
+
+
 def closure_kind(closure: Any) -> str:
     """Classify ``closure`` by the number of positional arguments it accepts.
 
@@ -108,7 +120,9 @@ def call(closure: Callable[..., Tensor], model: nn.Module | None = None,
     """Call ``closure`` with as many of ``(model, rows)`` as its kind takes.
 
     A plain closure can only evaluate its own model on the whole batch: calling it with
-    ``rows`` is an error (the caller should have used :func:`require_kind`).
+    ``rows`` is an error (the caller should have used :func:`require_kind`). A closure whose
+    arguments all have defaults (such as the trainer's ``closure(model=None, rows=None)``) is
+    called bare when neither ``model`` nor ``rows`` is given.
     """
     kind = closure_kind(closure)
     if kind == "plain":
@@ -117,6 +131,9 @@ def call(closure: Callable[..., Tensor], model: nn.Module | None = None,
                 "a plain closure() cannot evaluate a subset of the batch; pass "
                 + _SIGNATURES["rows"]
             )
+        return closure()
+    if model is None and rows is None and _required_args(closure) == 0:
+        # e.g. the trainer's closure(model=None, rows=None): called bare, it is torch style.
         return closure()
     if model is None:
         raise ClosureError(f"a closure of the form {_SIGNATURES[kind]} needs the model to "

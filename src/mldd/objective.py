@@ -42,7 +42,8 @@ class EvalCounters:
     """How many times the objective was evaluated.
 
     Attributes:
-        n_f: loss evaluations (every closure call or function call).
+        n_f: loss evaluations (every closure call or function call, except the gradient-only
+            evaluations of :meth:`Objective.grad`, which objective-function-free methods use).
         n_g: gradient evaluations (a loss+gradient evaluation counts once here and once in n_f).
         n_hvp: Hessian-vector products.
     """
@@ -121,6 +122,19 @@ class Objective(ABC):
     def hvp(self, x: Tensor, v: Tensor) -> Tensor:
         """One Hessian-vector product ``∇²f(x) v``."""
         return self.linearize(x)[2](v)
+
+    def grad(self, x: Tensor) -> Tensor:
+        """``∇f(x)`` alone, for methods that never use the loss value (objective-function-free
+        methods such as MOFFO). Counts a gradient evaluation (``n_g``) but no loss evaluation:
+        ``n_f`` counts the loss values an algorithm *uses*, and such a method uses none (the
+        closure still runs its forward pass, as every gradient needs one).
+        """
+        self.counters.n_g += 1
+        return self._grad(x)
+
+    def _grad(self, x: Tensor) -> Tensor:
+        """``∇f(x)`` without counting (default: from :meth:`_value_and_grad`)."""
+        return self._value_and_grad(x)[1]
 
     # -- to implement -------------------------------------------------------------------------
     @abstractmethod

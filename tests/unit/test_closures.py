@@ -61,3 +61,11 @@ def test_select_rows_on_problems() -> None:
     full = pinn.loss(model)
     parts = [pinn.loss(model, pinn.select_rows(None, torch.arange(i, 50, 2))) for i in (0, 1)]
     torch.testing.assert_close(full, 0.5 * (parts[0] + parts[1]))
+
+
+def test_call_without_model_uses_defaults_when_the_closure_has_them() -> None:
+    def closure(model=None, rows=None):
+        return torch.tensor(0.0 if model is None else 1.0)
+
+    assert float(call(closure)) == 0.0
+    assert float(call(closure, nn.Linear(1, 1))) == 1.0

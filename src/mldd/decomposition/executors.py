@@ -5,7 +5,8 @@ Every additive method (ASPQN, two-level Schwarz, APTS) is written once against
 corrections are summed with :meth:`~Executor.all_reduce_sum`, and every accept/reject or
 line-search decision is taken from all-reduced (hence identical) numbers, so all ranks always
 take the same branch [KKKK24 §4]. :class:`SerialExecutor` runs all subdomains one after another in
-one process; it defines the iterates the distributed executor must reproduce.
+one process; it defines the iterates the distributed executor
+(:class:`mldd.decomposition.distributed.DistributedExecutor`) must reproduce.
 
 References:
     [KKKK24] Kopaničáková, Kothari, Karniadakis, Krause. SIAM J. Sci. Comput. 46(5), 2024.
@@ -13,7 +14,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from torch import Tensor
@@ -22,7 +23,22 @@ T = TypeVar("T")
 
 
 class ExecutorError(RuntimeError):
-    """Local work failed on some rank; raised on *every* rank so that none waits forever."""
+    """Local work failed on some rank; raised on *every* rank so that none waits forever.
+
+    Also raised when a collective fails (a rank crashed) or times out (a rank hung); see
+    :mod:`mldd.decomposition.distributed`.
+
+    Args:
+        message: what failed, where, and what to do.
+        ranks: the ranks whose local work failed (empty when not known).
+
+    Attributes:
+        ranks: as given.
+    """
+
+    def __init__(self, message: str, *, ranks: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.ranks: list[int] = list(ranks)
 
 
 @runtime_checkable
@@ -54,10 +70,16 @@ class Executor(Protocol):
 
 
 class SerialExecutor:
-    """All subdomains, one after another, in this process (rank 0 of a world of size 1)."""
+    """All subdomains, one after another, in this process (rank 0 of a world of size 1).
+
+    ``bytes_communicated`` and ``n_collectives`` are always 0 (nothing is communicated); they
+    exist so that reports can read them from any executor.
+    """
 
     rank = 0
     world_size = 1
+    bytes_communicated = 0
+    n_collectives = 0
 
     def owns(self, n_subdomains: int) -> list[int]:
         """Every subdomain: ``[0, …, n_subdomains − 1]``."""

@@ -257,7 +257,9 @@ class LSR1Memory:
         self._Ybuf[slot] = y
         self._slots.append(slot)
         if self.gamma_rule == "yy_sy":
-            g_new = float(torch.dot(y, y)) / float(sy)
+            # sᵀy is exactly 0 when x + s rounded to x (y = 0): keep γ rather than divide by 0.
+            sy_f = float(sy)
+            g_new = float(torch.dot(y, y)) / sy_f if sy_f != 0.0 else math.nan
             if math.isfinite(g_new) and g_new > 0:
                 self._gamma = g_new
         if self._psi_gamma != self._gamma:

@@ -13,6 +13,8 @@ import json
 import logging
 import math
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,14 +161,18 @@ def run_suite(
 
                         if key not in problems_cache:
                             problems_cache[key] = build_problem(cfg)
-                        outcome = train(
-                            cfg,
-                            progress=progress,
-                            plots=False,
-                            problem=problems_cache[key],
-                            label=f"{pname}/{entry['label']}/s{seed}",
-                        )
-                        rec["summary"] = outcome.summary
+                        nproc = int(entry.get("nproc", 1))
+                        if nproc > 1:
+                            rec["summary"] = _train_processes(cfg, nproc)
+                        else:
+                            outcome = train(
+                                cfg,
+                                progress=progress,
+                                plots=False,
+                                problem=problems_cache[key],
+                                label=f"{pname}/{entry['label']}/s{seed}",
+                            )
+                            rec["summary"] = outcome.summary
                         rec["error"] = None
                     except Exception as exc:  # a failing method must not end the suite
                         logger.warning(
@@ -196,6 +202,29 @@ def run_suite(
 
         plot_bench(out)
     return index
+
+
+def _train_processes(cfg: RunConfig, nproc: int) -> dict[str, Any]:
+    """Run ``cfg`` as ``mldd train --nproc N`` in a subprocess; return its summary.
+
+    The suite's thread count is the *total*: each of the ``N`` workers gets ``threads // N``
+    (:func:`mldd.train.launch.worker_threads`), so a parallel run uses the same cores as a
+    serial one.
+    """
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    launch_cfg = run_dir / "launch.yaml"
+    dump_yaml(cfg, launch_cfg)
+    cmd = [sys.executable, "-m", "mldd.train.cli", "-q", "train", "--config", str(launch_cfg),
+           "--nproc", str(nproc), "--no-plots"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    summary = run_dir / "summary.json"
+    if proc.returncode != 0 or not summary.is_file():
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
+        raise RuntimeError(f"{nproc}-process run failed (exit {proc.returncode}): "
+                           + " | ".join(tail))
+    data: dict[str, Any] = json.loads(summary.read_text())
+    return data
 
 
 def _finished_run(run_dir: Path, cfg: RunConfig) -> dict[str, Any] | None:

@@ -57,8 +57,10 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--checkpoint-every", type=float, help="seconds between checkpoints")
     p.add_argument("--resume", help="continue from this checkpoint.pt")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
-    # Reserved for the parallel methods: N > 1 will re-launch through torchrun.
-    p.add_argument("--nproc", type=int, default=1, help="processes (parallel methods; not yet)")
+    # --nproc N > 1 re-launches through torchrun (mldd.train.launch), without --nproc.
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes: N > 1 runs N torch.distributed workers through torchrun "
+                   "(gloo on CPU), sharing --threads among them; rank 0 writes the run directory")
 
 
 def _add_bench(sub: Any) -> None:
@@ -105,8 +107,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from mldd.train.config import dump_yaml, resolve
     from mldd.train.run import train
 
-    if args.nproc != 1:
-        raise UsageError("--nproc > 1 needs a parallel method; none is available yet")
+    if args.nproc < 1:
+        raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
     base = {
         "problem": args.problem,
         "method": args.method,
@@ -128,11 +130,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.out = str(Path("runs") / f"{cfg.problem.name}_{cfg.method.name}")
     if args.resume is not None and not Path(args.resume).is_file():
         raise UsageError(f"checkpoint not found: {args.resume}")
+    # --- multi-process runs (mldd.train.launch): launch N workers, or be one of them.
+    from mldd.train.launch import is_main_process, relaunch, train_worker, world_size
+
+    distributed = world_size() > 1
+    if args.nproc > 1 and not distributed:
+        return relaunch(args.argv, args.nproc, threads=cfg.threads)
+    run_fn = train_worker if distributed else train
+    main_process = is_main_process()
+    quiet = args.quiet or not main_process
+    # --- end multi-process
     con = _console()
-    if not args.quiet:
+    if not quiet:
         con.print(f"[bold]mldd train[/bold] → {cfg.out}")
         con.print(dump_yaml(cfg).rstrip())
-    outcome = train(cfg, progress=not args.quiet, plots=not args.no_plots, resume=args.resume)
+    outcome = run_fn(cfg, progress=not quiet, plots=not args.no_plots, resume=args.resume)
+    if not main_process:
+        return 0
     s = outcome.summary
     con.print(
         f"[bold]{s['problem']} / {s['method']}[/bold]: {s['metric']} final "
@@ -255,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # for `train --nproc N`
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stderr)

@@ -18,11 +18,13 @@ Conventions shared by every method:
 * ``batch_size`` (every method accepts it) selects mini-batches on problems that have them
   (classification); ``None`` means the full batch. Adam and SGD default to 128, the quasi-Newton
   and trust-region methods to the full batch. PINN problems are always full batch.
-* The trainer gives context (the wall-clock and iteration budgets) in ``options["_context"]``;
-  builders that need it (``adam-lbfgs``) read it, the others ignore it.
+* The trainer gives context (the wall-clock and iteration budgets, the model) in
+  ``options["_context"]``; builders that need it (``adam-lbfgs``; the decomposition and
+  multilevel methods, which need the module structure) read it, the others ignore it.
+* Under ``mldd train --nproc N`` the decomposition methods get the ``torch.distributed``
+  executor (:func:`mldd.train.launch.current_executor`); elsewhere they run serially.
 
-New methods (``aspqn``, ``mspqn``, ``apts``, ``rmtr``, ``mgopt``, ``moffo``) plug in with
-:func:`register_method`.
+Other methods plug in with :func:`register_method`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class MethodSpec:
         description: one line for ``mldd methods``.
         extra_options: a callable returning more allowed option names, evaluated lazily (used
             to accept every keyword of an optimizer class that may not be importable yet).
+        distributed: True when the method runs its subdomains on the ``torch.distributed``
+            executor under ``mldd train --nproc N`` (otherwise every process would repeat the
+            same serial run).
     """
 
     name: str
@@ -68,6 +73,7 @@ class MethodSpec:
     full_batch: bool
     description: str
     extra_options: Callable[[], Iterable[str]] | None = field(default=None, compare=False)
+    distributed: bool = False
 
     def allowed(self) -> list[str]:
         """The option names this method accepts, sorted."""
@@ -108,6 +114,7 @@ def register_method(
     full_batch: bool = True,
     description: str = "",
     extra_options: Callable[[], Iterable[str]] | None = None,
+    distributed: bool = False,
 ) -> MethodSpec:
     """Register a training method under ``name``.
 
@@ -119,6 +126,7 @@ def register_method(
         full_batch: whether the method uses the full batch unless ``batch_size`` is given.
         description: one line for ``mldd methods``.
         extra_options: lazily evaluated extra allowed option names.
+        distributed: whether the method uses the distributed executor under ``--nproc``.
 
     Returns:
         The registered :class:`MethodSpec`.
@@ -130,7 +138,7 @@ def register_method(
         raise ValueError(f"method {name!r} is already registered")
     d = dict(defaults or {})
     d.setdefault("batch_size", None if full_batch else 128)
-    spec = MethodSpec(name, builder, d, full_batch, description, extra_options)
+    spec = MethodSpec(name, builder, d, full_batch, description, extra_options, distributed)
     _METHODS[name] = spec
     return spec
 
@@ -488,4 +496,53 @@ register_method(
     full_batch=True,
     description="mldd.optim.TrustRegion (L-SR1 model, OBS subproblem, memory 5)",
     extra_options=_kwonly("TrustRegion"),
+)
+
+
+def _with_model(cls_name: str) -> Builder:
+    """Builder of an optimizer that needs the module (``model=``) and, when launched with
+    ``--nproc``, the distributed executor."""
+
+    def build(params: list[Tensor], problem: Problem, opts: dict[str, Any]) -> Any:
+        kw = dict(opts)
+        model = opts["_context"].get("model")
+        if model is not None:
+            kw["model"] = model
+        accepted = _kwonly(cls_name)()
+        if "executor" in accepted:
+            from mldd.train.launch import current_executor
+
+            kw["executor"] = current_executor()
+        return _mldd_optimizer(cls_name, params, kw)
+
+    return build
+
+
+register_method(
+    "aspqn",
+    _with_model("ASPQN"),
+    defaults={"decomposition": "layers", "local_iters": 50, "combine": "line_search"},
+    full_batch=True,
+    description="mldd.optim.ASPQN: additive Schwarz-preconditioned L-BFGS, one subdomain per "
+    "layer [KKKK24]",
+    extra_options=_kwonly("ASPQN"),
+    distributed=True,
+)
+register_method(
+    "mspqn",
+    _with_model("MSPQN"),
+    defaults={"decomposition": "layers", "local_iters": 50},
+    full_batch=True,
+    description="mldd.optim.MSPQN: multiplicative Schwarz-preconditioned L-BFGS [KKKK24]",
+    extra_options=_kwonly("MSPQN"),
+)
+register_method(
+    "apts",
+    _with_model("APTS"),
+    defaults={"decomposition": "layers"},
+    full_batch=True,
+    description="mldd.optim.APTS: additively preconditioned trust region, layers or data "
+    "shards [CTKK23]",
+    extra_options=_kwonly("APTS"),
+    distributed=True,
 )

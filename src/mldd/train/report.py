@@ -203,7 +203,8 @@ def render(index: dict[str, Any]) -> str:
         f"- Budget: {index['budget_s']:g} s of training time per run (metric evaluation "
         "excluded), equal for every method" + (" — quick mode" if index.get("quick") else ""),
         f"- Seeds: {index['seeds']}; each run starts from the seed's initial weights",
-        f"- Threads per run: {spec.get('threads', 2)}; processes per run: 1",
+        f"- Threads per run: {spec.get('threads', 2)} in total; processes per run: 1"
+        + _multi_process_note(spec),
         f"- Started {when}; total {index.get('elapsed_s', 0):.0f} s",
     ]
     if any_sum:
@@ -223,6 +224,15 @@ def render(index: dict[str, Any]) -> str:
             lines.append(f"- `{r['problem']}` / `{r['label']}` seed {r['seed']}: {r['error']}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _multi_process_note(spec: dict[str, Any]) -> str:
+    """``" (label: N processes, …)"`` for the suite's multi-process entries."""
+    multi = sorted({f"{m['label']}: {m['nproc']} processes" for g in spec.get("groups", [])
+                    for m in g.get("methods", []) if int(m.get("nproc", 1)) > 1})
+    if not multi:
+        return ""
+    return " (" + "; ".join(multi) + ", the threads shared among them)"
 
 
 def write_report(out: str | Path) -> Path:

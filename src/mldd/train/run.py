@@ -81,7 +81,7 @@ def build_trainer(
     model = problem.build_model(cfg.seed)
     spec = get_method(cfg.method.name)
     opts = spec.resolve(cfg.method.options)
-    context = {"budget_s": cfg.budget_s, "max_iters": cfg.max_iters}
+    context = {"budget_s": cfg.budget_s, "max_iters": cfg.max_iters, "model": model}
     optimizer = build_optimizer(
         cfg.method.name, model.parameters(), problem, cfg.method.options, context
     )

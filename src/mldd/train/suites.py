@@ -41,6 +41,9 @@ _ADAM = {"label": "adam", "method": "adam", "options": {"lr": 1e-3}}
 _TORCH_H3 = {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}}
 _TORCH_H50 = {"label": "torch-lbfgs-h50", "method": "torch-lbfgs", "options": {"history": 50}}
 _TR = {"label": "trust-region", "method": "trust-region", "options": {}}
+_MSPQN = {"label": "mspqn", "method": "mspqn", "options": {}}
+_ASPQN = {"label": "aspqn", "method": "aspqn", "options": {}}
+_APTS = {"label": "apts", "method": "apts", "options": {}}
 _TARGETS_H3_H50: list[dict[str, Any]] = [
     {"name": "L-BFGS h3 (float64)", "labels": ["torch-lbfgs-h3"]},
     {"name": "strongest L-BFGS", "labels": ["torch-lbfgs-h3", "torch-lbfgs-h50"]},
@@ -154,6 +157,58 @@ SUITES: dict[str, dict[str, Any]] = {
             }
         ],
         "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
+    },
+    "schwarz": {
+        "description": "issue 4: Schwarz-preconditioned L-BFGS and APTS against torch L-BFGS "
+        "(h3, h50), mldd L-BFGS and Adam on Burgers, Klein–Gordon and Allen–Cahn (float64, "
+        "10,000 Hammersley points, the paper's sizes), 240 s, 2 seeds, 2 threads in total "
+        "(ASPQN on 2 processes gets 1 thread each)",
+        "budget_s": 240.0,
+        "seeds": 2,
+        "threads": 2,
+        "dtype": "float64",
+        "groups": [
+            {
+                "problems": {"burgers": {}, "klein-gordon": {}, "allen-cahn": {}},
+                "methods": [
+                    _ADAM,
+                    _TORCH_H3,
+                    _TORCH_H50,
+                    {"label": "lbfgs", "method": "lbfgs", "options": {}},
+                    _MSPQN,
+                    _ASPQN,
+                    {**_ASPQN, "label": "aspqn-2proc", "nproc": 2},
+                    _APTS,
+                ],
+                "baseline": "torch-lbfgs-h3",
+                "targets": _TARGETS_H3_H50,
+            }
+        ],
+        "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
+    },
+    "apts-classification": {
+        "description": "issue 4: APTS (layers and data shards, default settings, no learning "
+        "rate) against Adam (4-value lr grid) and SGD on digits and MNIST-5k, 60 s, 2 seeds",
+        "budget_s": 60.0,
+        "seeds": 2,
+        "threads": 2,
+        "dtype": None,
+        "groups": [
+            {
+                "problems": {"digits": {}, "mnist5k": {}},
+                "methods": [
+                    {"label": "adam", "method": "adam",
+                     "options": {"lr_grid": [1e-4, 1e-3, 1e-2, 1e-1]}},
+                    {"label": "sgd", "method": "sgd", "options": {}},
+                    _APTS,
+                    {"label": "apts-data", "method": "apts",
+                     "options": {"decomposition": "data"}},
+                ],
+                "baseline": "adam",
+                "targets": [{"name": "best Adam", "labels": ["adam"]}],
+            }
+        ],
+        "quick": {"budget_factor": 10, "problem_options": {}},
     },
     "smoke": {
         "description": "tiny: Poisson 2-D with 500 collocation points, 3 s per run (for tests)",

@@ -1,0 +1,521 @@
+"""SPQN — Schwarz-preconditioned quasi-Newton (ASPQN, MSPQN, two-level) on an Objective.
+
+Right-preconditioned L-BFGS [KKKK24]. One outer iteration from ``x_k`` (ALGORITHMS.md §3.2–3.3):
+
+0. *(two-level only)* coarse step: ``k_c`` L-BFGS iterations on the coarse entries
+   (:mod:`mldd.decomposition.two_level`).
+1. Local phase: for each subdomain ``s``, ``k_s`` L-BFGS iterations (memory 3, strong Wolfe) on
+   ``f`` restricted to ``S_s`` (others frozen); the memory is restarted every outer iteration
+   [KKKK24], or kept per subdomain (``keep_local_memory=True``, an mldd option).
+
+   * additive (ASPQN): every subdomain starts from ``x_k`` (in parallel across ranks); the
+     corrections are combined through the partition-of-unity weights and one of
+     :mod:`mldd.decomposition.combine` picks ``x_{k+½} = x_k + D a``;
+   * multiplicative (MSPQN): a Gauss–Seidel sweep, each subdomain starting where the previous
+     one ended; ``x_{k+½}`` is the end of the sweep (serial only).
+2. Global step: one L-BFGS step at ``x_{k+½}`` (memory 3, strong Wolfe) whose memory holds only
+   the pairs ``s = x_{k+1} − x_{k+½}``, ``y = ∇f(x_{k+1}) − ∇f(x_{k+½})``. With momentum
+   ``β``: ``v ← β v + (1−β) p``, ``p = −H∇f(x_{k+½})``, and the line search runs along ``v`` (the
+   paper's ``v ← (1−μ)v + μp`` with ``β = 1 − μ``; the group's code uses ``μ = 0.9``, so
+   ``β = 0.1`` is the default; ``β = 0`` is plain L-BFGS). ``v`` falls back to ``p`` when it is
+   not a descent direction.
+
+Cost accounting: global evaluations (the combination, the global step, the first evaluation) are
+counted on :attr:`SPQNSolver.counters`; subdomain evaluations on
+:attr:`SPQNSolver.local_counters`; coarse evaluations on :attr:`SPQNSolver.coarse_counters`;
+``info`` reports each and their totals (:meth:`SPQNSolver.cost`). In the distributed setting the
+local counters are this rank's. ``grad_evals`` counts a local gradient as one full gradient
+(ALGORITHMS.md §1.5: a subdomain still runs the whole forward pass); it is an upper bound, since
+the default local objective over a module's parameters
+(:class:`~mldd.decomposition.local.ParamsSubspaceObjective`) runs the backward pass only down to
+the subdomain's layers. Cheaper local objectives (e.g. reusing the outputs of the frozen layers
+before the subdomain) plug in through ``local_objective``.
+
+Parallel execution: local work runs inside ``executor.guarded`` (a failure on any rank raises on
+all), the corrections are summed with ``executor.all_reduce_sum``, and every later decision uses
+the all-reduced corrections and global evaluations that every rank computes identically (same
+inputs, deterministic kernels), so all ranks take the same branch [KKKK24 §4].
+
+References:
+    [KKKK24] Kopaničáková, Kothari, Karniadakis, Krause. Enhancing training of physics-informed
+    neural networks using domain-decomposition based preconditioning strategies. SIAM J. Sci.
+    Comput. 46(5), 2024. arXiv:2306.17648.
+    [LKK24] Lee, Kopaničáková, Karniadakis. Two-level overlapping additive Schwarz preconditioner
+    for training scientific machine learning applications. arXiv:2406.10997.
+    [NW06] Nocedal, Wright. Numerical Optimization, 2nd ed., Alg. 7.4–7.5.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mldd.decomposition import combine as comb
+from mldd.decomposition.executors import Executor, SerialExecutor
+from mldd.decomposition.local import LocalSolve, lbfgs_iterations
+from mldd.decomposition.local import local_objective as default_local_objective
+from mldd.decomposition.subdomains import Decomposition
+from mldd.decomposition.two_level import as_index, coarse_step
+from mldd.globalization.line_search import strong_wolfe
+from mldd.linalg.flat import all_finite, max_abs
+from mldd.objective import EvalCounters, Objective
+from mldd.quasinewton import LBFGSMemory
+from mldd.solvers.base import (
+    EvaluationCache,
+    IterationResult,
+    check_choice,
+    check_positive,
+    evaluate_at,
+)
+from mldd.solvers.lbfgs import LBFGSConfig, LBFGSSolver
+
+VARIANTS = ("additive", "multiplicative")
+
+#: ``(objective, s, x_base, counters) -> Objective`` over the entries of subdomain ``s``.
+LocalObjectiveFactory = Callable[[Objective, int, Tensor, EvalCounters], Objective]
+
+
+@dataclass
+class SPQNConfig:
+    """Options of :class:`SPQNSolver` (defaults from [KKKK24] unless said otherwise).
+
+    Attributes:
+        variant: ``"additive"`` (ASPQN) or ``"multiplicative"`` (MSPQN).
+        local_iters: ``k_s``, L-BFGS iterations per subdomain and outer iteration (50 [KKKK24];
+            10 for diffusion–advection there).
+        local_memory: memory of the local L-BFGS (3 [KKKK24]).
+        keep_local_memory: keep each subdomain's L-BFGS memory between outer iterations instead
+            of the paper's restart (default False).
+        combine: additive only: ``"line_search"`` (paper), ``"per_subdomain"`` or ``"subspace"``
+            (:mod:`mldd.decomposition.combine`).
+        subspace_iters: BFGS iterations of the ``"subspace"`` combination (default 1: the model's
+            Newton step with a line search).
+        memory: memory of the global L-BFGS (3 [KKKK24]).
+        momentum: ``β`` in ``v ← βv + (1−β)p`` (default 0.1, i.e. the group's ``μ = 0.9``;
+            0 disables momentum).
+        global_step: take the global L-BFGS step (default True; False leaves only the
+            preconditioner, for study).
+        coarse_iters: two-level only: L-BFGS iterations of the coarse step (default 3,
+            **(unverified)**: [LKK24] says "a few").
+        c1, c2, max_ls: strong-Wolfe constants and evaluation budget of every line search.
+        tolerance_grad: stop when ``max|∇f| ≤`` this (1e-7, as ``LBFGSConfig``).
+        tolerance_change: stop when the outer iteration changes the loss by less than this
+            (1e-9); also the line searches' bracket tolerance.
+        local_tolerance_grad, local_tolerance_change: the same for the local solves.
+        curvature_eps: pair-skipping threshold of every L-BFGS memory (1e-10).
+        reuse_evaluations: reuse the loss/gradient at ``x_{k+1}`` found by the global line
+            search at the next outer iteration (True; False for closures that change the batch).
+    """
+
+    variant: str = "additive"
+    local_iters: int = 50
+    local_memory: int = 3
+    keep_local_memory: bool = False
+    combine: str = "line_search"
+    subspace_iters: int = 1
+    memory: int = 3
+    momentum: float = 0.1
+    global_step: bool = True
+    coarse_iters: int = 3
+    c1: float = 1e-4
+    c2: float = 0.9
+    max_ls: int = 25
+    tolerance_grad: float = 1e-7
+    tolerance_change: float = 1e-9
+    local_tolerance_grad: float = 1e-7
+    local_tolerance_change: float = 1e-9
+    curvature_eps: float = 1e-10
+    reuse_evaluations: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("variant", self.variant, VARIANTS)
+        check_choice("combine", self.combine, comb.COMBINES)
+        for name in ("local_iters", "local_memory", "subspace_iters", "memory", "coarse_iters",
+                     "max_ls"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        check_positive(self, ("tolerance_grad", "tolerance_change", "local_tolerance_grad",
+                              "local_tolerance_change", "curvature_eps"), allow_zero=True)
+        if not (isinstance(self.momentum, int | float) and 0.0 <= self.momentum < 1.0):
+            raise ValueError(f"momentum (β, the weight of the previous direction) must be in "
+                             f"[0, 1), got {self.momentum!r}")
+        if not 0.0 < self.c1 < self.c2 < 1.0:
+            raise ValueError(f"need 0 < c1 < c2 < 1, got c1={self.c1}, c2={self.c2}")
+
+    def local_config(self) -> LBFGSConfig:
+        """The :class:`LBFGSConfig` of the subdomain and coarse solves."""
+        return LBFGSConfig(memory=self.local_memory, c1=self.c1, c2=self.c2, max_ls=self.max_ls,
+                           tolerance_grad=self.local_tolerance_grad,
+                           tolerance_change=self.local_tolerance_change,
+                           curvature_eps=self.curvature_eps)
+
+    def line_search_options(self) -> comb.LineSearchOptions:
+        """The strong-Wolfe options of the combination and global line searches."""
+        return comb.LineSearchOptions(self.c1, self.c2, self.max_ls, self.tolerance_change)
+
+
+class GlobalStep:
+    """One L-BFGS step with optional momentum at ``x_{k+½}`` (step 2 of the module docstring).
+
+    With ``momentum = 0`` this is exactly one :class:`~mldd.solvers.LBFGSSolver` iteration whose
+    memory holds the global pairs only: same direction, same first-trial scaling
+    ``t = min(1, 1/‖g‖₁)`` after a reset, same reset-on-failure rule.
+    """
+
+    def __init__(self, memory: int, momentum: float, curvature_eps: float) -> None:
+        self.memory = LBFGSMemory(memory, curvature_eps=curvature_eps)
+        self.momentum = float(momentum)
+        self.v: Tensor | None = None
+        self.fresh = True
+        self.n_resets = 0
+
+    def reset(self) -> None:
+        """Forget the memory and the momentum."""
+        self.memory.reset()
+        self.v = None
+        self.fresh = True
+
+    def step(self, evaluate: comb.Evaluate, x: Tensor, f: float, g: Tensor,
+             opts: comb.LineSearchOptions) -> tuple[Tensor, float, Tensor, dict[str, Any]]:
+        """The step from ``x`` (loss ``f``, gradient ``g``); returns ``(x₊, f₊, g₊, info)``.
+
+        On a failed line search the memory is reset and ``x`` is returned unchanged.
+        """
+        p = -self.memory.apply_inverse(g) if len(self.memory) else -g
+        if not float(g @ p) < 0.0 or not all_finite(p):
+            self.reset()
+            p = -g
+        d = p
+        if self.momentum > 0.0 and self.v is not None:
+            mixed = self.momentum * self.v + (1.0 - self.momentum) * p
+            if float(g @ mixed) < 0.0 and all_finite(mixed):
+                d = mixed
+        dphi0 = float(g @ d)
+        t0 = min(1.0, 1.0 / float(g.abs().sum())) if self.fresh else 1.0
+
+        def along(t: float) -> tuple[float, Tensor]:
+            fv, gv = evaluate(torch.add(x, d, alpha=t))
+            return float(fv), gv
+
+        ls = strong_wolfe(along, d, f, dphi0, t0, c1=opts.c1, c2=opts.c2,
+                          max_evals=opts.max_ls, tolerance_change=opts.tolerance_change)
+        info: dict[str, Any] = {"step_length": ls.t, "line_search_evals": ls.n_evals,
+                                "line_search": ls.reason}
+        if ls.t <= 0.0 or ls.g is None or not ls.sufficient_decrease:
+            was_fresh = self.fresh and not len(self.memory)
+            self.reset()
+            self.n_resets += 1
+            info.update(step_length=0.0, global_failed_from_steepest_descent=was_fresh)
+            return x, f, g, info
+        x_new = torch.add(x, d, alpha=ls.t)
+        self.memory.update(ls.t * d, ls.g - g)
+        self.fresh = False
+        self.v = d
+        return x_new, ls.f, ls.g, info
+
+    def state_dict(self) -> dict[str, Any]:
+        """Memory, momentum direction and flags."""
+        return {"memory": self.memory.state_dict(),
+                "v": None if self.v is None else self.v.clone(),
+                "fresh": self.fresh, "n_resets": self.n_resets}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.memory.load_state_dict(d["memory"])
+        self.v = None if d["v"] is None else d["v"].clone()
+        self.fresh = bool(d["fresh"])
+        self.n_resets = int(d["n_resets"])
+
+
+class SPQNSolver:
+    """ASPQN / MSPQN / two-level SPQN on flat vectors (see the module docstring).
+
+    Args:
+        config: the options.
+        decomposition: the subdomains.
+        executor: where the additive local work runs (default :class:`SerialExecutor`).
+        local_objective: ``(objective, s, x_base, counters) -> Objective`` building subdomain
+            ``s``'s objective at ``x_base`` (default
+            :func:`mldd.decomposition.local.local_objective`: a
+            :class:`~mldd.decomposition.local.ParamsSubspaceObjective` for a module's
+            parameters, else a :class:`~mldd.decomposition.SubspaceObjective`). A faster one
+            (e.g. reusing the frozen layers' outputs) can be plugged in; it must compute the
+            same function, and may implement ``full_evaluation(z)`` (see
+            :class:`~mldd.decomposition.local.FullEvaluation`) to save evaluations.
+        coarse: the coarse space (a Subdomain or index tensor) for the two-level method;
+            ``None`` for one level.
+        counters: the global evaluation counters (shared with the objectives it is given).
+    """
+
+    def __init__(self, config: SPQNConfig, decomposition: Decomposition, *,
+                 executor: Executor | None = None,
+                 local_objective: LocalObjectiveFactory | None = None,
+                 coarse: Any = None, counters: EvalCounters | None = None) -> None:
+        self.config = config
+        self.decomposition = decomposition
+        self.executor: Executor = executor if executor is not None else SerialExecutor()
+        if config.variant == "multiplicative" and self.executor.world_size > 1:
+            raise ValueError("the multiplicative variant (MSPQN) is a sequential sweep and runs "
+                             f"in one process; got an executor with world_size="
+                             f"{self.executor.world_size}. Use the additive variant (ASPQN).")
+        self.local_objective: LocalObjectiveFactory = (
+            local_objective if local_objective is not None else self._subspace_objective)
+        self.coarse_index = None if coarse is None else as_index(coarse, decomposition.n)
+        self.counters = counters if counters is not None else EvalCounters()
+        self.local_counters = EvalCounters()
+        self.coarse_counters = EvalCounters()
+        self.cache = EvaluationCache()
+        self.global_step = GlobalStep(config.memory, config.momentum, config.curvature_eps)
+        lc = config.local_config()
+        self.local_solvers = {s: LBFGSSolver(lc, counters=self.local_counters)
+                              for s in self._solved_here()}
+        self.coarse_solver = LBFGSSolver(lc, counters=self.coarse_counters)
+        self.n_iter = 0
+        self.stop_reason: str | None = None
+        self.last_step_lengths: list[float] = []
+
+    def _solved_here(self) -> list[int]:
+        if self.config.variant == "multiplicative":
+            return list(range(len(self.decomposition)))
+        return self.executor.owns(len(self.decomposition))
+
+    def _subspace_objective(self, objective: Objective, s: int, x_base: Tensor,
+                            counters: EvalCounters) -> Objective:
+        return default_local_objective(objective, x_base, self.decomposition[s].index, counters)
+
+    def reset(self) -> None:
+        """Forget every memory (global, local, coarse), the momentum and the cached evaluation."""
+        self.global_step.reset()
+        for solver in self.local_solvers.values():
+            solver.reset()
+        self.coarse_solver.reset()
+        self.cache.clear()
+        self.stop_reason = None
+
+    # ------------------------------------------------------------------ one outer iteration
+    def iterate(self, objective: Objective, x: Tensor) -> IterationResult:
+        """One outer iteration from ``x``."""
+        cfg, ex = self.config, self.executor
+        f, g = evaluate_at(objective, self.cache, x, cfg.reuse_evaluations)
+        info: dict[str, Any] = {"loss": f, "accepted": False, "step_length": 0.0}
+        g_max = max_abs(g)
+        if not (math.isfinite(f) and math.isfinite(g_max)):
+            self.cache.clear()
+            return self._finish(x, f, g, info, "the loss or gradient at the current parameters "
+                                "is NaN/Inf; nothing to step from")
+        if g_max <= cfg.tolerance_grad:
+            return self._finish(x, f, g, info,
+                                f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}")
+        f_start = f
+        self.n_iter += 1
+
+        def evaluate(xv: Tensor) -> tuple[float, Tensor]:
+            fv, gv = objective.value_and_grad(xv)
+            return float(fv), gv
+
+        x_k, f_k, g_k = x, f, g
+        if self.coarse_index is not None:
+            x_k, f_k, g_k = ex.guarded(lambda: self._coarse(objective, x, f, g, info))
+        if cfg.variant == "multiplicative":
+            x_h, f_h, g_h = ex.guarded(lambda: self._sweep(objective, evaluate, x_k, f_k, g_k,
+                                                           info))
+        else:
+            x_h, f_h, g_h = self._additive(objective, evaluate, x_k, f_k, g_k, info)
+        info["loss_half"] = f_h
+
+        x_new, f_new, g_new = x_h, f_h, g_h
+        global_failed = False
+        if cfg.global_step and max_abs(g_h) > cfg.tolerance_grad:
+            opts = cfg.line_search_options()
+            x_new, f_new, g_new, ginfo = ex.guarded(
+                lambda: self.global_step.step(evaluate, x_h, f_h, g_h, opts))
+            global_failed = bool(ginfo.pop("global_failed_from_steepest_descent", False))
+            info.update(ginfo)
+        self.cache.put(x_new, f_new, g_new)
+        info.update(loss=f_new, accepted=f_new < f_start)
+        reason = None
+        if not f_new < f_start:
+            if global_failed or not cfg.global_step:
+                reason = "no decrease: neither the local phase nor the global step reduced the loss"
+        elif abs(f_start - f_new) < cfg.tolerance_change:
+            reason = f"loss change < tolerance_change={cfg.tolerance_change:g}"
+        elif max_abs(g_new) <= cfg.tolerance_grad:
+            reason = f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}"
+        return self._finish(x_new, f_start, g_new, info, reason)
+
+    def _coarse(self, objective: Objective, x: Tensor, f: float, g: Tensor,
+                info: dict[str, Any]) -> tuple[Tensor, float, Tensor]:
+        assert self.coarse_index is not None
+        if not self.config.keep_local_memory:
+            self.coarse_solver.reset()
+        x1, res = coarse_step(self.coarse_solver, objective, x, f, g, self.coarse_index,
+                              self.config.coarse_iters, self.coarse_counters)
+        info.update(coarse_iters=res.iterations, loss_coarse=res.f)
+        if res.full is not None:
+            return x1, res.full[0], res.full[1]
+        if torch.equal(x1, x):
+            return x, f, g
+        fv, gv = objective.value_and_grad(x1)
+        return x1, float(fv), gv
+
+    def _local(self, objective: Objective, s: int, x: Tensor, f: float,
+               g: Tensor | None) -> LocalSolve:
+        solver = self.local_solvers[s]
+        if not self.config.keep_local_memory:
+            solver.reset()
+        local = self.local_objective(objective, s, x, self.local_counters)
+        dec = self.decomposition
+        return lbfgs_iterations(solver, local, dec.restrict(s, x), self.config.local_iters,
+                                f0=f if g is not None else None,
+                                g0=None if g is None else dec.restrict(s, g).clone())
+
+    def _sweep(self, objective: Objective, evaluate: comb.Evaluate, x: Tensor, f: float,
+               g: Tensor, info: dict[str, Any]) -> tuple[Tensor, float, Tensor]:
+        """Multiplicative: each subdomain from where the previous one ended."""
+        g_cur: Tensor | None = g
+        iters = {}
+        for s in range(len(self.decomposition)):
+            res = self._local(objective, s, x, f, g_cur)
+            x = self.decomposition.replace(s, x, res.z)
+            f, g_cur = (res.full if res.full is not None else (res.f, None))
+            iters[s] = res.iterations
+        info["local_iters"] = iters
+        if g_cur is None:
+            f, g_cur = evaluate(x)
+        return x, f, g_cur
+
+    def _additive(self, objective: Objective, evaluate: comb.Evaluate, x: Tensor, f: float,
+                  g: Tensor, info: dict[str, Any]) -> tuple[Tensor, float, Tensor]:
+        """Additive: all subdomains from ``x``, then the chosen combination."""
+        cfg, ex, dec = self.config, self.executor, self.decomposition
+        owned = ex.owns(len(dec))
+        results: dict[int, LocalSolve] = ex.guarded(
+            lambda: {s: self._local(objective, s, x, f, g) for s in owned})
+        info["local_iters"] = {s: r.iterations for s, r in results.items()}
+        corrections = {s: r.correction for s, r in results.items()}
+        opts = cfg.line_search_options()
+        if cfg.combine == "line_search":
+            d = ex.all_reduce_sum(dec.combine(corrections))
+            res = ex.guarded(lambda: comb.along_sum(evaluate, x, f, g, d, len(dec), opts))
+        else:
+            D = self._columns(corrections, x)
+            if cfg.combine == "per_subdomain":
+                res = ex.guarded(lambda: comb.per_subdomain(evaluate, x, f, g, D, opts))
+            else:
+                secant_cols = ex.guarded(lambda: self._secants(evaluate, x, g, D, results))
+                M = ex.all_reduce_sum(secant_cols)
+                res = ex.guarded(lambda: comb.subspace(evaluate, x, f, g, D, M, opts,
+                                                       cfg.subspace_iters, cfg.curvature_eps))
+        info.update(combine_weights=res.weights, combine_evals=res.n_evals,
+                    combine=res.reason)
+        self.last_step_lengths = list(res.weights)
+        return res.x, res.f, res.g
+
+    def _columns(self, corrections: dict[int, Tensor], x: Tensor) -> Tensor:
+        """``D = [E_1(w_1⊙c_1) … E_N(w_N⊙c_N)]`` on every rank (one all-reduce)."""
+        dec = self.decomposition
+        N = len(dec)
+        D = x.new_zeros(dec.n, N)
+        if dec.disjoint:
+            # Disjoint supports: the summed vector holds every column; n numbers to reduce.
+            d = self.executor.all_reduce_sum(dec.combine(corrections) if corrections
+                                             else x.new_zeros(dec.n))
+            for s in range(N):
+                idx = dec[s].index.to(x.device)
+                D[idx, s] = d[idx]
+            return D
+        for s, c in corrections.items():
+            dec.add_extended(D[:, s], s, c * dec.weight(s, c))
+        return self.executor.all_reduce_sum(D)
+
+    def _secants(self, evaluate: comb.Evaluate, x: Tensor, g: Tensor, D: Tensor,
+                 results: dict[int, LocalSolve]) -> Tensor:
+        """This rank's columns of ``M = Dᵀ[y_1 … y_N]``, ``y_s = ∇f(x + D_s) − ∇f(x)``."""
+        N = D.shape[1]
+        cols = D.new_zeros(N, N)
+        for s, r in results.items():
+            if not bool(D[:, s].any()):
+                continue
+            if r.full is not None and self.decomposition.disjoint:
+                g_s = r.full[1]  # x + D_s is the subdomain's own end point: already evaluated
+            else:
+                g_s = evaluate(x + D[:, s])[1]
+            cols[:, s] = D.T @ (g_s - g)
+        return cols
+
+    def _finish(self, x: Tensor, f_start: float, g: Tensor, info: dict[str, Any],
+                reason: str | None) -> IterationResult:
+        self.stop_reason = reason
+        info.update(
+            grad_norm=float(torch.linalg.vector_norm(g)),
+            iteration=self.n_iter,
+            memory=len(self.global_step.memory),
+            stop_reason=reason,
+            **self.cost(),
+        )
+        return IterationResult(x, f_start, info)
+
+    def cost(self) -> dict[str, int]:
+        """Cumulative evaluation counts (this rank's local work in the distributed setting).
+
+        ``n_f``/``n_g``: all loss/gradient evaluations (what the closure was called for);
+        ``global_*``, ``local_*``, ``coarse_*``: the three phases; ``grad_evals``: fine-gradient
+        equivalents with a subdomain gradient counted as one full gradient (it runs the whole
+        forward and backward pass with the default local objective; ALGORITHMS.md §1.5).
+        """
+        c, lc, cc = self.counters, self.local_counters, self.coarse_counters
+        return {
+            "n_f": c.n_f + lc.n_f + cc.n_f, "n_g": c.n_g + lc.n_g + cc.n_g, "n_hvp": c.n_hvp,
+            "global_n_f": c.n_f, "global_n_g": c.n_g, "local_n_f": lc.n_f, "local_n_g": lc.n_g,
+            "coarse_n_f": cc.n_f, "coarse_n_g": cc.n_g, "grad_evals": c.n_g + lc.n_g + cc.n_g,
+        }
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """All algorithm state: global memory and momentum, local/coarse memories, cached
+        evaluation, the three counter sets, iteration count, stop reason, step lengths."""
+        keep = self.config.keep_local_memory
+        return {
+            "config": asdict(self.config),
+            "n": self.decomposition.n,
+            "n_subdomains": len(self.decomposition),
+            "global_step": self.global_step.state_dict(),
+            "cache": self.cache.state_dict(),
+            "counters": self.counters.as_dict(),
+            "local_counters": self.local_counters.as_dict(),
+            "coarse_counters": self.coarse_counters.as_dict(),
+            "local_solvers": ({s: v.state_dict() for s, v in self.local_solvers.items()}
+                              if keep else {}),
+            "coarse_solver": self.coarse_solver.state_dict() if keep else None,
+            "n_iter": self.n_iter,
+            "stop_reason": self.stop_reason,
+            "last_step_lengths": list(self.last_step_lengths),
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the decomposition must have the same shape)."""
+        if int(d["n"]) != self.decomposition.n or int(d["n_subdomains"]) != len(
+                self.decomposition):
+            raise ValueError(
+                f"this state was saved for {d['n_subdomains']} subdomains of a vector of length "
+                f"{d['n']}; the optimizer has {len(self.decomposition)} subdomains of "
+                f"{self.decomposition.n}")
+        self.global_step.load_state_dict(d["global_step"])
+        self.cache.load_state_dict(d["cache"])
+        self.counters.load(d["counters"])
+        self.local_counters.load(d["local_counters"])
+        self.coarse_counters.load(d["coarse_counters"])
+        for s, sd in d["local_solvers"].items():
+            if int(s) in self.local_solvers:
+                self.local_solvers[int(s)].load_state_dict(sd)
+        if d["coarse_solver"] is not None:
+            self.coarse_solver.load_state_dict(d["coarse_solver"])
+        self.n_iter = int(d["n_iter"])
+        self.stop_reason = d["stop_reason"]
+        self.last_step_lengths = [float(t) for t in d["last_step_lengths"]]

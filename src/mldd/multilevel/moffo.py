@@ -1,0 +1,266 @@
+"""MOFFO — multilevel objective-function-free optimisation (multilevel AdaGrad) [GKT23].
+
+Never evaluates the objective: only gradients, so it tolerates noisy mini-batch gradients (no
+ratio test compares two noisy losses). Every gradient is obtained with
+:meth:`~mldd.objective.Objective.grad`, so ``n_f`` stays 0 on every level.
+
+Notation: level ``l`` (``0`` coarsest, ``L−1`` finest), its objective ``h_l`` (the loss at the
+finest level, the additive first-order coherent model below — the only model that needs no loss
+value), gradient ``g``, accumulator ``a_l = ς + Σ_k g_k²`` (componentwise, over every gradient
+this level has used), ``w = sqrt(a_l)``.
+
+**One level** is AdaGrad without momentum [GKT23, §2]: ``s = −η·g / w``. It is the minimiser of
+the linear model ``gᵀs`` over the componentwise trust region ``|s_i| ≤ Δ_i = η|g_i|/w_i`` — the
+OFFO view: the region is sized by the gradient history instead of a ratio test. ``η = 1`` (the
+default) is the paper's method; ``η`` (``lr``) is our scaling option, an AdaGrad learning rate.
+This equals ``torch.optim.Adagrad(lr=η, eps=0, initial_accumulator_value=ς, lr_decay=0,
+weight_decay=0)`` exactly (torch adds its ``eps`` *outside* the square root, so ``eps=0``; its
+initial accumulator value plays ``ς`` inside it).
+
+**Multilevel** (one fine iteration at level ``l > 0``)::
+
+    g ← ∇h_l(x);  a_l ← a_l + g²;  Δ ← η|g|/sqrt(a_l);  s_T ← −η g/sqrt(a_l)   (Taylor step)
+    if ‖R g‖ ≥ κ_r‖g‖ and ‖R g‖ > ε:                                    (recursion test)
+        x_c0 ← Π x;  h_c ← additive model of f_{l−1} around x_c0  (∇h_c(x_c0) = R g)
+        x_c ← ν_c MOFFO iterations on h_c from x_c0 (the first uses R g; each may recurse)
+        s_R ← clip(P(x_c − x_c0), −Δ, Δ)           (the fine componentwise bounds hold)
+        if gᵀs_R ≤ κ_s·gᵀs_T: take s_R            (enough of the box's best linear decrease)
+    otherwise take s_T
+
+The recursion test, the clipping, the linear-decrease safeguard and their constants are **our
+choices** where [GKT23] could not be checked (ALGORITHMS.md §2.6, unverified): a coarse step is
+taken only when the restriction keeps a fair share of the gradient (``κ_r = 0.5``), the
+prolongated step is projected onto the fine box (clipping is the Euclidean projection onto it),
+and it is kept only if it achieves at least ``κ_s = 0.1`` of the largest linear decrease
+available in that box, ``−gᵀs_T = Σ η g_i²/w_i`` — otherwise the fine AdaGrad step is taken, so a
+poor coarse step costs coarse gradients but never a bad fine step. Accumulators of every level
+persist across iterations (each level's AdaGrad sees all the gradients it used).
+
+NaN/Inf gradients (fine or coarse) never reach the iterate: the fine iteration is skipped
+(accumulator untouched), a coarse one ends the coarse solve.
+
+References:
+    [GKT23] Gratton, Kopaničáková, Toint. Multilevel objective-function-free optimization with
+    an application to neural networks training. SIAM J. Optim. 33(4), 2023. arXiv:2302.07049.
+    [DHS11] Duchi, Hazan, Singer. Adaptive subgradient methods for online learning and
+    stochastic optimization. JMLR 12, 2011 (AdaGrad).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mldd.linalg.flat import all_finite
+from mldd.multilevel.coarse_models import build_coarse_model
+from mldd.multilevel.problem import MultilevelProblem, descent_test, per_level_configs
+from mldd.objective import Objective
+from mldd.solvers.base import IterationResult, check_positive
+
+__all__ = ["LEVEL_OPTIONS", "MOFFOConfig", "MOFFOSolver"]
+
+#: The options a hierarchy level may override (``Level.options``): a coarse level's own
+#: number of iterations per visit.
+LEVEL_OPTIONS: tuple[str, ...] = ("coarse_iterations",)
+
+Monitor = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class MOFFOConfig:
+    """Options of :class:`MOFFOSolver` (**unverified** constants: conservative choices of ours).
+
+    Attributes:
+        sigma: ``ς > 0`` inside ``w = sqrt(ς + Σ g²)`` (default 1e-2).
+        lr: ``η``, the scale of the componentwise trust region ``Δ_i = η|g_i|/w_i`` (default 1:
+            the paper's method).
+        coarse_iterations: MOFFO iterations per coarse visit (default 3).
+        kappa_r: recursion test ``‖R g‖ ≥ κ_r‖g‖`` (default 0.5).
+        restricted_grad_tol: ``ε``: no recursion when ``‖R g‖ ≤ ε`` (default 1e-9).
+        kappa_s: keep the prolongated coarse step only if ``gᵀs_R ≤ κ_s·gᵀs_T`` (default 0.1).
+    """
+
+    sigma: float = 1e-2
+    lr: float = 1.0
+    coarse_iterations: int = 3
+    kappa_r: float = 0.5
+    restricted_grad_tol: float = 1e-9
+    kappa_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_positive(self, ("sigma", "lr", "kappa_r"))
+        check_positive(self, ("restricted_grad_tol",), allow_zero=True)
+        v = self.coarse_iterations
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"coarse_iterations must be an integer >= 1, got {v!r}")
+        if not (isinstance(self.kappa_s, int | float) and 0.0 < self.kappa_s <= 1.0):
+            raise ValueError(f"kappa_s must lie in (0, 1], got {self.kappa_s!r}")
+
+
+class MOFFOSolver:
+    """MOFFO iterations on a :class:`~mldd.multilevel.problem.MultilevelProblem`.
+
+    Args:
+        config: the options.
+        n_levels: the number of levels of the problems :meth:`iterate` will get.
+        level_options: optional per-level overrides (coarsest first) of :data:`LEVEL_OPTIONS`.
+
+    Attributes:
+        accumulators: per level, ``ς + Σ g²`` (``None`` until the level is first used).
+        monitor: optional callable receiving event dicts (``"step"``).
+    """
+
+    def __init__(self, config: MOFFOConfig, n_levels: int,
+                 level_options: Sequence[Mapping[str, Any]] | None = None) -> None:
+        if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
+            raise ValueError(f"n_levels must be an integer >= 1, got {n_levels!r}")
+        self.config = config
+        self.n_levels = n_levels
+        self.coarse_iterations = [c.coarse_iterations for c in per_level_configs(
+            config, n_levels, level_options, LEVEL_OPTIONS, "MOFFO")]
+        self.accumulators: list[Tensor | None] = [None] * n_levels
+        self.monitor: Monitor | None = None
+        self.n_iter = 0
+        self.n_coarse_steps = 0
+        self.n_coarse_declined = 0
+        self.n_skipped = 0
+        self.stop_reason: str | None = None
+        self._problem: MultilevelProblem | None = None
+        self._kind = "taylor"
+
+    def iterate(self, problem: MultilevelProblem, x: Tensor) -> IterationResult:
+        """One fine MOFFO iteration from ``x`` (``f_start`` is NaN: no loss is evaluated)."""
+        if problem.n_levels != self.n_levels:
+            raise ValueError(f"this MOFFO solver was built for {self.n_levels} levels, the "
+                             f"problem has {problem.n_levels}")
+        self._problem = problem
+        self._kind = "skipped"
+        try:
+            x_new, g = self._iteration(self.n_levels - 1, problem.fine, x, None)
+        finally:
+            self._problem = None
+        self.n_iter += 1
+        counters = problem.counters()
+        fine = counters[-1]
+        info: dict[str, Any] = {
+            "accepted": self._kind != "skipped",
+            "step_kind": self._kind,
+            "grad_norm": float(torch.linalg.vector_norm(g)) if g is not None else math.nan,
+            "step_norm": float(torch.linalg.vector_norm(x_new - x)),
+            "iteration": self.n_iter,
+            "n_coarse_steps": self.n_coarse_steps,
+            "n_coarse_declined": self.n_coarse_declined,
+            "n_skipped": self.n_skipped,
+            "n_f": fine.n_f,
+            "n_g": fine.n_g,
+            "levels": [c.as_dict() for c in counters],
+            "cost": problem.cost(),
+            "stop_reason": self.stop_reason,
+        }
+        return IterationResult(x_new, math.nan, info)
+
+    # -- one iteration at one level ------------------------------------------------------------
+    def _iteration(self, level: int, h: Objective, x: Tensor,
+                   g: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """One MOFFO iteration at ``level``; returns the new point and the gradient used (or
+        ``None`` when the gradient was not finite and nothing moved)."""
+        cfg = self.config
+        fine_level = level == self.n_levels - 1
+        if g is None:
+            g = h.grad(x)
+        if not all_finite(g):
+            if fine_level:
+                self.n_skipped += 1
+                self._kind = "skipped"
+            return x, None
+        acc = self.accumulators[level]
+        if acc is None or acc.shape != g.shape:
+            acc = torch.full_like(g, cfg.sigma)
+        acc.addcmul_(g, g)
+        self.accumulators[level] = acc
+        w = acc.sqrt()
+        # The exact operation torch.optim.Adagrad performs, so the one-level identity is bitwise.
+        x_taylor = torch.addcdiv(x, g, w, value=-cfg.lr)
+        step = None
+        if level > 0:
+            step = self._recursive_step(level, g, x, cfg.lr * g.abs() / w, x_taylor - x)
+        if step is None:
+            if fine_level:
+                self._kind = "taylor"
+            self._emit(event="step", level=level, kind="taylor", x=x_taylor, x_before=x)
+            return x_taylor, g
+        if fine_level:
+            self._kind = "coarse"
+        x_new = x + step
+        self._emit(event="step", level=level, kind="coarse", x=x_new, x_before=x)
+        return x_new, g
+
+    def _recursive_step(self, level: int, g: Tensor, x: Tensor, bound: Tensor,
+                        s_taylor: Tensor) -> Tensor | None:
+        """The clipped prolongated coarse step, or ``None`` when no coarse step is taken."""
+        cfg = self.config
+        problem = self._problem
+        assert problem is not None
+        transfer = problem.transfers[level - 1]
+        g_r = transfer.restrict(g)
+        if not descent_test(g, g_r, kappa_g=cfg.kappa_r, tol=cfg.restricted_grad_tol):
+            return None
+        x_c0 = transfer.inject(x)
+        h_c = build_coarse_model("additive", problem.objectives[level - 1], x_c0, g_r,
+                                 gradient_only=True)
+        if not all_finite(h_c.g0):
+            return None
+        x_c = x_c0
+        g_c: Tensor | None = g_r
+        for _ in range(self.coarse_iterations[level - 1]):
+            x_c, used = self._iteration(level - 1, h_c, x_c, g_c)
+            if used is None:
+                break
+            g_c = None
+        step = transfer.prolong(x_c - x_c0)
+        step = torch.maximum(torch.minimum(step, bound), -bound)
+        decrease = float(torch.dot(g, step))
+        best = float(torch.dot(g, s_taylor))
+        if math.isfinite(decrease) and all_finite(step) and best < 0.0 \
+                and decrease <= cfg.kappa_s * best:
+            if level == self.n_levels - 1:
+                self.n_coarse_steps += 1
+            return step
+        if level == self.n_levels - 1:
+            self.n_coarse_declined += 1
+        return None
+
+    def _emit(self, **event: Any) -> None:
+        if self.monitor is not None:
+            self.monitor(event)
+
+    # -- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """All state: the accumulators of every level and the counters."""
+        return {
+            "config": asdict(self.config),
+            "n_levels": self.n_levels,
+            "accumulators": [None if a is None else a.clone() for a in self.accumulators],
+            "n_iter": self.n_iter,
+            "n_coarse_steps": self.n_coarse_steps,
+            "n_coarse_declined": self.n_coarse_declined,
+            "n_skipped": self.n_skipped,
+            "stop_reason": self.stop_reason,
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+        if int(d["n_levels"]) != self.n_levels:
+            raise ValueError(f"state_dict is for {d['n_levels']} levels, this solver has "
+                             f"{self.n_levels}")
+        self.accumulators = [None if a is None else a.clone() for a in d["accumulators"]]
+        self.n_iter = int(d["n_iter"])
+        self.n_coarse_steps = int(d["n_coarse_steps"])
+        self.n_coarse_declined = int(d["n_coarse_declined"])
+        self.n_skipped = int(d["n_skipped"])
+        self.stop_reason = d["stop_reason"]

@@ -1,0 +1,229 @@
+"""``mldd.optim.APTS``: additively preconditioned trust region, over parameter blocks or data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mldd.closures import bind, require_kind
+from mldd.decomposition.apts import APTSConfig, APTSSolver
+from mldd.decomposition.apts_local import (
+    DataShards,
+    ParameterBlocks,
+    SubdomainProblem,
+    check_disjoint,
+)
+from mldd.decomposition.executors import Executor, SerialExecutor
+from mldd.decomposition.subdomains import Decomposition, data_shards
+from mldd.linalg.flat import params_to_vector, vector_to_params
+from mldd.objective import ClosureError, ParamsObjective
+from mldd.optim.base import FlatOptimizer, Solver
+
+DECOMPOSITIONS = ("layers", "param_groups", "data")
+_CONFIG_KEYS = tuple(f.name for f in fields(APTSConfig))
+
+
+class APTS(FlatOptimizer):
+    """Additively preconditioned trust region (APTS) [CTKK23, CTKK25] — no learning rate.
+
+    Each ``step`` is one outer iteration: every subdomain (a block of layers, or a shard of the
+    batch's rows) takes ``local_iters`` trust-region steps (L-SR1 + OBS) on its local model from
+    the current point; the combined step is tested on the true loss by a global trust region
+    (accept if ``ρ > 0.25``; radius ×0.9 on rejection, ×1.2 if ``ρ > 0.75``, ``Δ0 = 0.1``,
+    ``Δ ∈ [0.01, 1]``); an optional global trust-region pass follows. See
+    :mod:`mldd.decomposition.apts` for the algorithm and its guarantees (``‖s‖ ≤ Δ``, NaN
+    rejection, ranks agreeing on every decision).
+
+    Closures (:mod:`mldd.closures`):
+
+    * parameter decomposition (``"layers"``, ``"param_groups"`` or a :class:`Decomposition`):
+      a plain ``closure()`` (torch style, may call ``backward()``) — a ``closure(model)`` or
+      ``closure(model, rows)`` works too when ``model=`` is given;
+    * ``decomposition="data"``: ``closure(model, rows)`` returning the loss of ``model`` on the
+      rows ``rows`` of the current batch. The batch size is read from ``closure.n_rows`` (the
+      trainer sets it) or from the ``n_rows`` option. The loss must be a mean over rows
+      (``loss_reduction="mean"``, the default) or a sum (``"sum"``).
+
+    Args:
+        params: the parameters (all groups form one flat vector).
+        decomposition: ``"layers"`` (default: one subdomain per layer of ``model``, or
+            ``blocks`` contiguous blocks), ``"param_groups"`` (one subdomain per group),
+            ``"data"`` (``n_shards`` row shards) or a non-overlapping :class:`Decomposition` of
+            the flat vector.
+        model: the module holding ``params``; needed for ``"layers"`` and ``"data"``.
+        blocks: ``"layers"`` only: ``None`` (one subdomain per layer), an int or a list of
+            layer counts (see :meth:`Decomposition.by_layers`).
+        n_shards: ``"data"`` only: number of shards (default: the executor's world size when
+            distributed, else 2).
+        n_rows: ``"data"`` only: rows of the batch when the closure has no ``n_rows`` attribute.
+        loss_reduction: ``"data"`` only: ``"mean"`` (default) or ``"sum"`` over rows.
+        local_iters: local trust-region iterations per subdomain (default 3).
+        memory: L-SR1 memory, local and global (default 5).
+        hessian: ``"lsr1"`` (default), ``"lbfgs"`` or ``"none"``.
+        subproblem: ``None`` (OBS for L-SR1, CG for L-BFGS, Cauchy for none), or a name.
+        norm: ``"l2"`` (default) or ``"linf"``.
+        combine: ``"data"`` only: ``"mean"`` (default) or ``"sum"`` (the paper's rule, which
+            stalls near a minimiser) of the shard steps.
+        radius, radius_min, radius_max: Δ0 = 0.1 and the clamps 0.01, 1.
+        eta, eta_expand, shrink, expand: the ratio test (0.25, 0.75, 0.9, 1.2).
+        global_pass: one global trust-region step after each combination (default False).
+        reset_local_memory: restart local memories each outer iteration (default False).
+        tolerance_grad: stop when ``‖∇f‖ ≤`` this (1e-9).
+        reuse_evaluations: reuse the accepted trial's evaluation (True; set False for
+            mini-batches drawn inside the closure).
+        executor: where subdomains run (default :class:`SerialExecutor`; a distributed
+            executor runs each rank's own subdomains).
+
+    Example:
+        >>> opt = mldd.optim.APTS(model.parameters(), model=model)            # layer blocks
+        >>> opt.step(lambda: loss_fn(model(x), y))
+        >>> opt = mldd.optim.APTS(model.parameters(), model=model, decomposition="data",
+        ...                       n_shards=4, n_rows=len(x))
+        >>> opt.step(lambda m, rows: loss_fn(m(x[rows]), y[rows]))
+
+    References:
+        [CTKK23] Cruz, Trotti, Kopaničáková, Krause. Parallel trust-region approaches in neural
+        network training. arXiv:2312.13677.
+        [CTKK25] Cruz Alegría et al. Data-parallel neural network training via nonlinearly
+        preconditioned trust-region method. arXiv:2502.05133.
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], *,
+                 decomposition: str | Decomposition = "layers", model: nn.Module | None = None,
+                 blocks: int | list[int] | None = None, n_shards: int | None = None,
+                 n_rows: int | None = None, loss_reduction: str = "mean", local_iters: int = 3,
+                 memory: int = 5, hessian: str = "lsr1", subproblem: str | None = None,
+                 norm: str = "l2", combine: str = "mean", radius: float = 0.1,
+                 radius_min: float = 0.01, radius_max: float = 1.0, eta: float = 0.25,
+                 eta_expand: float = 0.75, shrink: float = 0.9, expand: float = 1.2,
+                 global_pass: bool = False, reset_local_memory: bool = False,
+                 tolerance_grad: float = 1e-9, reuse_evaluations: bool = True,
+                 executor: Executor | None = None) -> None:
+        self.executor: Executor = executor if executor is not None else SerialExecutor()
+        cfg = APTSConfig(local_iters=local_iters, memory=memory, hessian=hessian,
+                         subproblem=subproblem, norm=norm, combine=combine, radius=radius,
+                         radius_min=radius_min, radius_max=radius_max, eta=eta,
+                         eta_expand=eta_expand, shrink=shrink, expand=expand,
+                         global_pass=global_pass, reset_local_memory=reset_local_memory,
+                         tolerance_grad=tolerance_grad, reuse_evaluations=reuse_evaluations)
+        kind = decomposition if isinstance(decomposition, str) else "custom"
+        if isinstance(decomposition, str) and decomposition not in DECOMPOSITIONS:
+            raise ValueError(f"decomposition={decomposition!r} is not allowed; choose one of "
+                             f"{', '.join(map(repr, DECOMPOSITIONS))} or pass a Decomposition")
+        if not isinstance(decomposition, str | Decomposition):
+            raise ValueError("decomposition must be a name or a mldd.decomposition.Decomposition,"
+                             f" got {type(decomposition).__name__}")
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if kind in ("layers", "data") and model is None:
+            raise ValueError(
+                f"APTS(decomposition={kind!r}) needs the module: pass model=<the nn.Module "
+                "holding the parameters> (" + ("its layers define the subdomains" if
+                                              kind == "layers" else "the closure(model, rows) "
+                                              "evaluates it on each shard") + ")")
+        if kind == "data":
+            if n_shards is None:
+                n_shards = self.executor.world_size if self.executor.world_size > 1 else 2
+            if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+                raise ValueError(f"n_shards must be an integer >= 1, got {n_shards!r}")
+        elif n_shards is not None or n_rows is not None:
+            raise ValueError("n_shards and n_rows apply to decomposition='data' only")
+        if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
+                                   or n_rows < 1):
+            raise ValueError(f"n_rows must be None or an integer >= 1, got {n_rows!r}")
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction={loss_reduction!r} is not allowed; choose 'mean' "
+                             "or 'sum'")
+        if blocks is not None and kind != "layers":
+            raise ValueError("blocks applies to decomposition='layers' only")
+        self.model = model
+        self.kind = kind
+        self.n_shards = n_shards
+        self.n_rows = n_rows
+        self.loss_reduction = loss_reduction
+        defaults = asdict(cfg)
+        defaults["decomposition"] = kind
+        super().__init__(params, defaults)
+        self.decomposition: Decomposition | None = None
+        if isinstance(decomposition, Decomposition):
+            self.decomposition = decomposition
+        elif kind == "layers":
+            assert model is not None
+            self.decomposition = Decomposition.by_layers(model, blocks=blocks,
+                                                         params=self._params)
+        elif kind == "param_groups":
+            self.decomposition = Decomposition.by_param_groups(self.param_groups, self._params,
+                                                               model=model)
+        if self.decomposition is not None:
+            n = sum(p.numel() for p in self._params)
+            if self.decomposition.n != n:
+                raise ValueError(f"the decomposition covers {self.decomposition.n} entries, "
+                                 f"the parameters have {n}")
+            check_disjoint(self.decomposition)
+        if kind == "data":
+            assert model is not None
+            held = {id(p) for p in model.parameters()}
+            if any(id(p) not in held for p in self._params):
+                raise ValueError("decomposition='data' evaluates model= on each shard, so the "
+                                 "optimized parameters must be parameters of that model")
+
+    def _build_solver(self, hyper: dict[str, Any]) -> Solver:
+        cfg = APTSConfig(**{k: hyper[k] for k in _CONFIG_KEYS})
+        return APTSSolver(cfg, executor=self.executor, counters=self.counters)
+
+    @property
+    def radius(self) -> float:
+        """The current global trust-region radius Δ."""
+        solver = self._solver
+        assert isinstance(solver, APTSSolver)
+        return solver.radius
+
+    def _problem(self, closure: Callable[..., Tensor]) -> SubdomainProblem:
+        cfg = self._solver.config  # type: ignore[attr-defined]
+        if self.kind == "data":
+            require_kind(closure, "rows", "APTS(decomposition='data')")
+            n_rows = getattr(closure, "n_rows", None)
+            n_rows = self.n_rows if n_rows is None else int(n_rows)
+            if n_rows is None:
+                raise ClosureError(
+                    "APTS(decomposition='data') needs the number of rows of the batch to shard "
+                    "it: pass n_rows= to the optimizer or set closure.n_rows")
+            assert self.n_shards is not None
+            rows = data_shards(n_rows, self.n_shards)
+            shards = [ParamsObjective(self._params, bind(closure, self.model, r),
+                                      counters=self.counters) for r in rows]
+            return DataShards(shards, [len(r) for r in rows], combine=cfg.combine,
+                              loss_reduction=self.loss_reduction)
+        require_kind(closure, "plain", "APTS")
+        assert self.decomposition is not None
+        objective = ParamsObjective(self._params, bind(closure, self.model),
+                                    counters=self.counters)
+        return ParameterBlocks(objective, self.decomposition)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[..., Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        """One APTS outer iteration.
+
+        Args:
+            closure: see the class docstring (plain for parameter blocks, ``closure(model,
+                rows)`` for data shards).
+
+        Returns:
+            The loss at the parameters the step started from (0-d tensor); the new loss is
+            ``last_info["loss"]``.
+        """
+        if closure is None:
+            raise ClosureError(
+                "APTS.step needs a closure that re-evaluates the loss, e.g. "
+                "`optimizer.step(lambda: loss_fn(model(x), y))` (or `lambda model, rows: ...` "
+                "for decomposition='data')")
+        problem = self._problem(closure)
+        x = params_to_vector(self._params)
+        result = self._solver.iterate(problem, x)
+        vector_to_params(result.x, self._params)
+        self.last_info = result.info
+        return torch.tensor(result.f_start, dtype=self._params[0].dtype)

@@ -1,0 +1,285 @@
+"""``mldd.optim.ASPQN`` and ``mldd.optim.MSPQN``: Schwarz-preconditioned L-BFGS [KKKK24].
+
+Thin ``torch.optim`` shells over :class:`mldd.decomposition.spqn.SPQNSolver`; one :meth:`step` is
+one outer iteration (local phase + combination + global L-BFGS step). See the solver module for
+the algorithm and ALGORITHMS.md §3.2–3.3.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import Any
+
+from torch import Tensor, nn
+
+from mldd import closures
+from mldd.decomposition.executors import Executor
+from mldd.decomposition.spqn import LocalObjectiveFactory, SPQNConfig, SPQNSolver
+from mldd.decomposition.subdomains import Decomposition, Subdomain
+from mldd.decomposition.two_level import bias_space, first_layers_space
+from mldd.optim.base import FlatOptimizer, Solver
+
+logger = logging.getLogger(__name__)
+
+DecompositionSpec = str | Decomposition | Callable[[Any], Decomposition]
+CoarseSpec = str | Subdomain | Tensor | Callable[[nn.Module], Subdomain]
+
+
+class _SPQN(FlatOptimizer):
+    """Shared construction of ASPQN and MSPQN (see their docstrings)."""
+
+    _variant = "additive"
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], *,
+                 model: nn.Module | None, decomposition: DecompositionSpec,
+                 blocks: int | list[int] | None, overlap: int, weights: str,
+                 two_level: bool, coarse: CoarseSpec, executor: Executor | None,
+                 local_objective: LocalObjectiveFactory | None, config: SPQNConfig) -> None:
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        self._model = model
+        self._decomposition_spec = decomposition
+        self._blocks, self._overlap, self._weights = blocks, overlap, weights
+        self._two_level = bool(two_level)
+        self._coarse_spec = coarse
+        self._executor = executor
+        self._local_objective = local_objective
+        self.decomposition: Decomposition | None = None
+        self.coarse_space: Subdomain | Tensor | None = None
+        super().__init__(params, asdict(config))
+
+    # ------------------------------------------------------------------ construction
+    def _resolve_decomposition(self) -> Decomposition:
+        spec, name = self._decomposition_spec, type(self).__name__
+        if isinstance(spec, Decomposition):
+            dec = spec
+        elif spec == "layers":
+            if self._model is None:
+                raise ValueError(
+                    f"{name}(decomposition='layers') needs the module structure to find the "
+                    f"layers, but it was given only parameters; pass model=model, or "
+                    f"decomposition=Decomposition.by_layers(model, ...), or "
+                    f"decomposition='param_groups' (one subdomain per parameter group)")
+            dec = Decomposition.by_layers(self._model, params=self._params, blocks=self._blocks,
+                                          overlap=self._overlap, weights=self._weights)
+        elif spec == "param_groups":
+            dec = Decomposition.by_param_groups(self.param_groups, self._params,
+                                                model=self._model)
+        elif callable(spec) and not isinstance(spec, str):
+            dec = spec(self._model if self._model is not None else self._params)
+            if not isinstance(dec, Decomposition):
+                raise ValueError(f"the decomposition callable returned {type(dec).__name__}; "
+                                 "it must return a Decomposition")
+        else:
+            raise ValueError(f"decomposition={spec!r} is not allowed; pass 'layers' (with "
+                             "model=), 'param_groups', a Decomposition, or a callable "
+                             "returning one")
+        n = sum(p.numel() for p in self._params)
+        if dec.n != n:
+            raise ValueError(f"the decomposition is over a vector of length {dec.n}, but the "
+                             f"optimizer's parameters have {n} entries")
+        logger.info("%s decomposition (%d subdomains):\n%s", name, len(dec), dec.table())
+        return dec
+
+    def _resolve_coarse(self, dec: Decomposition) -> Subdomain | Tensor | None:
+        if not self._two_level:
+            return None
+        spec, name = self._coarse_spec, type(self).__name__
+        if isinstance(spec, Subdomain | Tensor):
+            return spec
+        if isinstance(spec, str):
+            if spec not in ("biases", "first_layers"):
+                raise ValueError(f"coarse={spec!r} is not allowed; choose 'biases', "
+                                 "'first_layers', a Subdomain, an index tensor or a callable")
+            if self._model is None:
+                raise ValueError(f"{name}(two_level=True, coarse={spec!r}) needs model=model "
+                                 "to find the coarse parameters; or pass coarse=Subdomain(...)")
+            space = (bias_space(self._model, self._params) if spec == "biases"
+                     else first_layers_space(dec, self._model, self._params))
+        elif callable(spec):
+            if self._model is None:
+                raise ValueError(f"{name}: a coarse-space callable receives the model; pass "
+                                 "model=model")
+            space = spec(self._model)
+        else:
+            raise ValueError(f"coarse must be 'biases', 'first_layers', a Subdomain, an index "
+                             f"tensor or a callable, got {type(spec).__name__}")
+        logger.info("%s coarse space %s: %d parameters", name,
+                    getattr(space, "name", "custom"), len(space))
+        return space
+
+    def _build_solver(self, hyper: dict[str, Any]) -> Solver:
+        if self.decomposition is None:
+            self.decomposition = self._resolve_decomposition()
+            self.coarse_space = self._resolve_coarse(self.decomposition)
+        return SPQNSolver(SPQNConfig(**hyper), self.decomposition, executor=self._executor,
+                          local_objective=self._local_objective, coarse=self.coarse_space,
+                          counters=self.counters)
+
+    def step(self, closure: Callable[..., Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        """One outer iteration; ``closure()`` returns the loss (it may call ``backward()``).
+
+        A closure that needs the model (``closure(model)`` or ``closure(model, rows)``, see
+        :mod:`mldd.closures`) is bound to ``model=`` and called with the whole batch.
+        """
+        if closure is not None and not _callable_without_arguments(closure):
+            closure = closures.bind(closure, self._model)
+        return super().step(closure)
+
+    @property
+    def solver(self) -> SPQNSolver:
+        """The functional core (its counters, memories and decomposition)."""
+        assert isinstance(self._solver, SPQNSolver)
+        return self._solver
+
+
+def _callable_without_arguments(fn: Callable[..., Tensor]) -> bool:
+    try:
+        inspect.signature(fn).bind()
+    except TypeError:
+        return False
+    except ValueError:  # no signature (builtins): assume a torch-style closure
+        return True
+    return True
+
+
+_COMMON_ARGS = """
+        params: parameters or parameter groups (all groups form one flat vector).
+        model: the module the parameters belong to; needed by ``decomposition="layers"`` and by
+            the default coarse spaces.
+        decomposition: ``"layers"`` (default: one subdomain per layer, see ``blocks``),
+            ``"param_groups"`` (one subdomain per parameter group), a
+            :class:`~mldd.decomposition.Decomposition`, or a callable receiving the model
+            (or, without a model, the parameter list) and returning one.
+        blocks: for ``"layers"``: ``None`` (one subdomain per layer [KKKK24]), an int ``N``
+            (contiguous blocks), or a list of layer counts.
+        overlap: for ``"layers"``: layers shared with each neighbour (default 0).
+        weights: overlap weighting, ``"multiplicity"`` (default) or ``"restricted"``.
+        local_iters: ``k_s`` (50 [KKKK24]).
+        local_memory: local L-BFGS memory (3 [KKKK24]).
+        keep_local_memory: keep each subdomain's (and the coarse) L-BFGS memory between outer
+            iterations instead of restarting it (default False, the paper's restart).
+        memory: global L-BFGS memory (3 [KKKK24]).
+        momentum: ``β`` in ``v ← βv + (1−β)p`` on the global direction (0.1, the group's
+            ``μ = 0.9``; 0 disables it).
+        global_step: take the global L-BFGS step (default True).
+        two_level: add the coarse step before the local phase [LKK24] (default False).
+        coarse: the coarse space: ``"biases"`` (default), ``"first_layers"``, a
+            :class:`~mldd.decomposition.Subdomain`, an index tensor, or ``model -> Subdomain``.
+        coarse_iters: L-BFGS iterations of the coarse step (3).
+        local_objective: ``(objective, s, x_base, counters) -> Objective`` for subdomain ``s``
+            (default: the full loss restricted to the subdomain); plug in a cheaper evaluation.
+        c1, c2, max_ls: strong-Wolfe constants (1e-4, 0.9) and budget (25) of every search.
+        tolerance_grad, tolerance_change: global stopping tests (1e-7, 1e-9).
+        local_tolerance_grad, local_tolerance_change: local stopping tests (1e-7, 1e-9).
+        curvature_eps: L-BFGS pair-skipping threshold (1e-10).
+        reuse_evaluations: reuse the last global evaluation at the next step (True).
+"""
+
+_ADDITIVE_ARGS = """        combine: ``"line_search"`` (default, the paper: one step length along
+            the summed correction), ``"per_subdomain"`` (one step length per subdomain by
+            successive line searches) or ``"subspace"`` (minimise the loss over the span of
+            the corrections).
+        subspace_iters: BFGS iterations of the subspace combination (1).
+        executor: where the subdomains run (default serial; see
+            :mod:`mldd.decomposition.executors`).
+"""
+
+
+class ASPQN(_SPQN):
+    __doc__ = """Additive Schwarz-preconditioned L-BFGS (ASPQN) [KKKK24] — no learning rate.
+
+    One :meth:`step` = one outer iteration: every subdomain runs ``local_iters`` L-BFGS
+    iterations from the current point (in parallel across ranks with a distributed executor),
+    the corrections are combined (``combine``), and one global L-BFGS step with memory 3 follows.
+    The closure is a plain ``closure() -> loss`` and may call ``backward()``.
+
+    Args:""" + _COMMON_ARGS + _ADDITIVE_ARGS + """
+    After each step :attr:`last_info` reports the loss, the combination weights
+    (``combine_weights``), the global step length, the local iterations, and the global
+    (``n_f``, ``n_g``), local (``local_n_f``, ``local_n_g``) and coarse evaluation counts.
+
+    Example:
+        >>> opt = mldd.optim.ASPQN(model.parameters(), model=model, local_iters=10)
+        >>> for _ in range(100):
+        ...     opt.step(lambda: problem.loss(model))
+
+    References:
+        [KKKK24] Kopaničáková, Kothari, Karniadakis, Krause. SIAM J. Sci. Comput. 46(5), 2024.
+        [LKK24] Lee, Kopaničáková, Karniadakis. arXiv:2406.10997 (two-level).
+    """
+
+    _variant = "additive"
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], *,
+                 model: nn.Module | None = None, decomposition: DecompositionSpec = "layers",
+                 blocks: int | list[int] | None = None, overlap: int = 0,
+                 weights: str = "multiplicity", local_iters: int = 50, local_memory: int = 3,
+                 keep_local_memory: bool = False, combine: str = "line_search",
+                 subspace_iters: int = 1, memory: int = 3, momentum: float = 0.1,
+                 global_step: bool = True, two_level: bool = False, coarse: CoarseSpec = "biases",
+                 coarse_iters: int = 3, executor: Executor | None = None,
+                 local_objective: LocalObjectiveFactory | None = None, c1: float = 1e-4,
+                 c2: float = 0.9, max_ls: int = 25, tolerance_grad: float = 1e-7,
+                 tolerance_change: float = 1e-9, local_tolerance_grad: float = 1e-7,
+                 local_tolerance_change: float = 1e-9, curvature_eps: float = 1e-10,
+                 reuse_evaluations: bool = True) -> None:
+        config = SPQNConfig(
+            variant="additive", local_iters=local_iters, local_memory=local_memory,
+            keep_local_memory=keep_local_memory, combine=combine, subspace_iters=subspace_iters,
+            memory=memory, momentum=momentum, global_step=global_step, coarse_iters=coarse_iters,
+            c1=c1, c2=c2, max_ls=max_ls, tolerance_grad=tolerance_grad,
+            tolerance_change=tolerance_change, local_tolerance_grad=local_tolerance_grad,
+            local_tolerance_change=local_tolerance_change, curvature_eps=curvature_eps,
+            reuse_evaluations=reuse_evaluations)
+        super().__init__(params, model=model, decomposition=decomposition, blocks=blocks,
+                         overlap=overlap, weights=weights, two_level=two_level, coarse=coarse,
+                         executor=executor, local_objective=local_objective, config=config)
+
+
+class MSPQN(_SPQN):
+    __doc__ = """Multiplicative Schwarz-preconditioned L-BFGS (MSPQN) [KKKK24] — no learning rate.
+
+    One :meth:`step` = one outer iteration: a Gauss–Seidel sweep over the subdomains (each runs
+    ``local_iters`` L-BFGS iterations starting where the previous one ended), then one global
+    L-BFGS step with memory 3. Runs in one process. The closure is a plain ``closure() -> loss``
+    and may call ``backward()``.
+
+    Args:""" + _COMMON_ARGS + """
+    Example:
+        >>> opt = mldd.optim.MSPQN(model.parameters(), model=model, local_iters=10)
+        >>> for _ in range(100):
+        ...     opt.step(lambda: problem.loss(model))
+
+    References:
+        [KKKK24] Kopaničáková, Kothari, Karniadakis, Krause. SIAM J. Sci. Comput. 46(5), 2024.
+        [LKK24] Lee, Kopaničáková, Karniadakis. arXiv:2406.10997 (two-level).
+    """
+
+    _variant = "multiplicative"
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], *,
+                 model: nn.Module | None = None, decomposition: DecompositionSpec = "layers",
+                 blocks: int | list[int] | None = None, overlap: int = 0,
+                 weights: str = "multiplicity", local_iters: int = 50, local_memory: int = 3,
+                 keep_local_memory: bool = False, memory: int = 3, momentum: float = 0.1,
+                 global_step: bool = True, two_level: bool = False, coarse: CoarseSpec = "biases",
+                 coarse_iters: int = 3, local_objective: LocalObjectiveFactory | None = None,
+                 c1: float = 1e-4, c2: float = 0.9, max_ls: int = 25,
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
+                 local_tolerance_grad: float = 1e-7, local_tolerance_change: float = 1e-9,
+                 curvature_eps: float = 1e-10, reuse_evaluations: bool = True) -> None:
+        config = SPQNConfig(
+            variant="multiplicative", local_iters=local_iters, local_memory=local_memory,
+            keep_local_memory=keep_local_memory, memory=memory, momentum=momentum,
+            global_step=global_step, coarse_iters=coarse_iters, c1=c1, c2=c2, max_ls=max_ls,
+            tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+            local_tolerance_grad=local_tolerance_grad,
+            local_tolerance_change=local_tolerance_change, curvature_eps=curvature_eps,
+            reuse_evaluations=reuse_evaluations)
+        super().__init__(params, model=model, decomposition=decomposition, blocks=blocks,
+                         overlap=overlap, weights=weights, two_level=two_level, coarse=coarse,
+                         executor=None, local_objective=local_objective, config=config)
