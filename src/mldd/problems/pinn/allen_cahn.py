@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from mldd.problems.pinn.common import Array, GridPINN, gradient
+from mldd.problems.pinn.common import Array, GridPINN
+from mldd.problems.pinn.jet_residuals import PointDerivatives
 from mldd.problems.pinn.references import allen_cahn_reference
 from mldd.problems.registry import register
 
@@ -38,6 +40,7 @@ class AllenCahn(GridPINN):
     default_depth = 6
     diffusion: float = 1e-3
     reaction: float = 5.0
+    second_order: ClassVar[dict[str, tuple[float, ...]]] = {"u_xx": (1.0, 0.0)}
 
     @classmethod
     def reference_solver(cls) -> Callable[..., dict[str, Array]]:
@@ -50,10 +53,7 @@ class AllenCahn(GridPINN):
         u = x2 * torch.cos(math.pi * xs) + (1.0 - x2) * t * self._net(model, x)
         return u.reshape(-1)
 
-    def residual(self, model: nn.Module, x: Tensor) -> Tensor:
-        """``u_t − 0.001 u_xx − 5(u − u³)`` at ``x`` (shape ``(N,)``)."""
-        X = x.detach().requires_grad_(True)
-        u = self.transform(model, X)
-        g = gradient(u, X)
-        u_xx = gradient(g[:, 0], X)[:, 0]
-        return g[:, 1] - self.diffusion * u_xx - self.reaction * (u - u * u * u)
+    def pde_residual(self, x: Tensor, d: PointDerivatives) -> Tensor:
+        """``u_t − 0.001 u_xx − 5(u − u³)`` (shape ``(N,)``)."""
+        u = d.u
+        return d.grad[:, 1] - self.diffusion * d.second["u_xx"] - self.reaction * (u - u * u * u)

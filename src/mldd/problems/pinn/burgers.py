@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from mldd.problems.pinn.common import Array, GridPINN, gradient
+from mldd.problems.pinn.common import Array, GridPINN
+from mldd.problems.pinn.jet_residuals import PointDerivatives
 from mldd.problems.pinn.references import BURGERS_NU, burgers_reference
 from mldd.problems.registry import register
 
@@ -38,6 +40,7 @@ class Burgers(GridPINN):
     default_width = 20
     default_depth = 8
     nu: float = BURGERS_NU
+    second_order: ClassVar[dict[str, tuple[float, ...]]] = {"u_xx": (1.0, 0.0)}
 
     @classmethod
     def reference_solver(cls) -> Callable[..., dict[str, Array]]:
@@ -49,12 +52,8 @@ class Burgers(GridPINN):
         u = -torch.sin(math.pi * xs) + (1.0 - xs * xs) * t * self._net(model, x)
         return u.reshape(-1)
 
-    def residual(self, model: nn.Module, x: Tensor) -> Tensor:
-        """``u_t + u u_x − ν u_xx`` at ``x`` (shape ``(N,)``), differentiable in the weights."""
-        X = x.detach().requires_grad_(True)
-        u = self.transform(model, X)
-        g = gradient(u, X)
-        u_x, u_t = g[:, 0], g[:, 1]
-        u_xx = gradient(u_x, X)[:, 0]
-        return u_t + u * u_x - self.nu * u_xx
+    def pde_residual(self, x: Tensor, d: PointDerivatives) -> Tensor:
+        """``u_t + u u_x − ν u_xx`` (shape ``(N,)``)."""
+        u_x, u_t = d.grad[:, 0], d.grad[:, 1]
+        return u_t + d.u * u_x - self.nu * d.second["u_xx"]
 

@@ -1,19 +1,25 @@
 """Shared plumbing of the 2-D PINN problems: options, collocation points, models, references.
 
 A concrete problem sets the class attributes (name, variables, box, default network size, the
-reference solver) and defines :meth:`~mldd.problems.base.PINNProblem.transform` and
-:meth:`~mldd.problems.base.PINNProblem.residual`. Inputs are ``(N, 2)`` tensors with columns
-ordered ``(x, t)`` for time-dependent problems and ``(x, y)`` otherwise.
+reference solver, the second-order operators of its PDE) and defines
+:meth:`~mldd.problems.base.PINNProblem.transform` (an ansatz ``g(x) + c(x)·N(x)`` affine in the
+network output ``N``) and :meth:`GridPINN.pde_residual`. Inputs are ``(N, 2)`` tensors with
+columns ordered ``(x, t)`` for time-dependent problems and ``(x, y)`` otherwise.
 
-Residuals follow one pattern because they are the hot path of every PINN run: a single leaf
-``X = x.detach().requires_grad_()``, one ``torch.autograd.grad`` of ``u.sum()`` for the whole
-gradient ``(u_x, u_t)``, then one further call per second derivative needed, all with
-``create_graph=True`` so that the loss can be differentiated with respect to the weights.
+Residuals are the hot path of every PINN run. A problem declares the second-order operators it
+needs (:attr:`GridPINN.second_order`, e.g. ``{"u_xx": (1.0, 0.0)}``) and writes its PDE once, in
+:meth:`GridPINN.pde_residual`, in terms of ``u``, ``∇u`` and those operators
+(:class:`~mldd.problems.pinn.jet_residuals.PointDerivatives`). :meth:`GridPINN.derivatives_at`
+computes them either by forward jets (``derivatives="jet"``, the default: one forward pass that
+carries the input derivatives, then one ordinary backward for the loss gradient;
+:mod:`mldd.problems.pinn.jet_residuals`) or by nested ``torch.autograd.grad(create_graph=True)``
+(``derivatives="autograd"``, and the automatic fallback for models without jets).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -24,11 +30,24 @@ from torch import Tensor, nn
 
 from mldd.models import MLP
 from mldd.models import activation as activation_function
+from mldd.models.jets import has_jets
 from mldd.problems.base import PINNProblem
 from mldd.problems.cache import load_or_compute
+from mldd.problems.pinn.jet_residuals import (
+    AnsatzCache,
+    NonAffineAnsatzError,
+    PointDerivatives,
+    autograd_derivatives,
+    jet_derivatives,
+)
 from mldd.problems.samplers import SAMPLERS, sample
 
 Array = np.ndarray
+
+#: The values of the ``derivatives`` option.
+DERIVATIVES = ("jet", "autograd")
+
+_log = logging.getLogger(__name__)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -58,6 +77,14 @@ class GridPINN(PINNProblem):
         reference_options: keyword arguments of the reference solver (resolution, tolerances),
             e.g. a coarser setting for quick tests; they are part of the cache key.
         use_cache: read/write the on-disk reference cache (:mod:`mldd.problems.cache`).
+        derivatives: how the residual's input derivatives are computed: ``"jet"`` (default;
+            forward jets, :mod:`mldd.problems.pinn.jet_residuals`, used when the model supports
+            them — :class:`~mldd.models.MLP`/:class:`~mldd.models.ResidualMLP` with tanh, sin,
+            sigmoid or gelu — and nested autograd otherwise) or ``"autograd"`` (always nested
+            autograd). Both give the same residual to rounding. ``"jet"`` is the default because
+            it was the faster one for every benchmark PINN on the project's 2-core machine
+            (1.3–1.9× per loss gradient; ``python -m mldd.problems.pinn.derivative_timing``)
+            and because layer-block solves can cache it (:mod:`mldd.problems.pinn.prefix`).
 
     Raises:
         ValueError: for any invalid option.
@@ -76,6 +103,9 @@ class GridPINN(PINNProblem):
     reference_version: ClassVar[str] = "1"
     #: Cheap closed-form references skip the disk cache.
     reference_cached: ClassVar[bool] = True
+    #: Second-order operators the residual needs: name ↦ coefficients ``a`` of
+    #: ``Σ_i a_i ∂²u/∂x_i²`` (``{"u_xx": (1.0, 0.0)}``, ``{"laplacian": (1.0, 1.0)}``).
+    second_order: ClassVar[dict[str, tuple[float, ...]]] = {}
 
     def __init__(
         self,
@@ -89,7 +119,14 @@ class GridPINN(PINNProblem):
         seed: int = 0,
         reference_options: Mapping[str, Any] | None = None,
         use_cache: bool = True,
+        derivatives: str = "jet",
     ) -> None:
+        if derivatives not in DERIVATIVES:
+            raise ValueError(
+                f"unknown derivatives {derivatives!r}; choose one of {', '.join(DERIVATIVES)}"
+            )
+        self.derivatives = derivatives
+        self._ansatz_cache = AnsatzCache()
         self.n_collocation = _positive_int("n_collocation", n_collocation)
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -141,6 +178,30 @@ class GridPINN(PINNProblem):
     def _net(model: nn.Module, x: Tensor) -> Tensor:
         """Network output as an ``(N, 1)`` column."""
         return model(x).reshape(-1, 1)
+
+    # ----------------------------------------------------------------------------- residual
+    def derivatives_at(self, model: nn.Module, x: Tensor) -> tuple[Tensor, PointDerivatives]:
+        """``(X, D)``: ``u``, ``∇u`` and the :attr:`second_order` operators at ``x``.
+
+        ``X`` holds the points (the autograd leaf on the autograd route). The jet route is taken
+        when :attr:`derivatives` is ``"jet"``, the model has jets and ``transform`` is affine in
+        the network output; otherwise nested autograd.
+        """
+        if self.derivatives == "jet" and has_jets(model):
+            try:
+                return x, jet_derivatives(self, model, x, self._ansatz_cache)
+            except NonAffineAnsatzError as err:
+                _log.debug("%s; falling back to autograd", err)
+        return autograd_derivatives(self, model, x)
+
+    def residual(self, model: nn.Module, x: Tensor) -> Tensor:
+        """The PDE residual at ``x`` (shape ``(N,)``), differentiable in the weights."""
+        X, D = self.derivatives_at(model, x)
+        return self.pde_residual(X, D)
+
+    @abstractmethod
+    def pde_residual(self, x: Tensor, d: PointDerivatives) -> Tensor:
+        """The PDE residual from the points ``x`` and the derivatives ``d`` at them."""
 
     # ----------------------------------------------------------------------------- reference
     @classmethod
@@ -195,6 +256,7 @@ class GridPINN(PINNProblem):
             activation=self.activation,
             seed=self.seed,
             reference_options=dict(self.reference_options),
+            derivatives=self.derivatives,
         )
         return out
 
@@ -203,15 +265,14 @@ class UnitSquareDirichletPINN(GridPINN):
     """A 2-D problem on (0,1)² with ``u = 0`` on the boundary, hard-constrained by the distance
     factor ``u = x(1 − x) y(1 − y) N(x, y)`` (zero on ∂Ω, no knowledge of the interior)."""
 
+    second_order: ClassVar[dict[str, tuple[float, ...]]] = {"laplacian": (1.0, 1.0)}
+
     def transform(self, model: nn.Module, x: Tensor) -> Tensor:
         """``u = x(1 − x) y(1 − y) N(x, y)``, shape ``(N,)``."""
         xs, ys = x[:, 0:1], x[:, 1:2]
         return (xs * (1.0 - xs) * ys * (1.0 - ys) * self._net(model, x)).reshape(-1)
 
     def gradient_and_laplacian(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(X, ∇u, Δu)`` at ``x``: ``X`` is the leaf the derivatives were taken against."""
-        X = x.detach().requires_grad_(True)
-        u = self.transform(model, X)
-        g = gradient(u, X)
-        lap = gradient(g[:, 0], X)[:, 0] + gradient(g[:, 1], X)[:, 1]
-        return X, g, lap
+        """``(X, ∇u, Δu)`` at ``x`` (``X``: the points the derivatives belong to)."""
+        X, d = self.derivatives_at(model, x)
+        return X, d.grad, d.second["laplacian"]

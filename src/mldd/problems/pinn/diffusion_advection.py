@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from mldd.problems.pinn.common import Array, UnitSquareDirichletPINN
+from mldd.problems.pinn.jet_residuals import PointDerivatives
 from mldd.problems.pinn.references import diffusion_advection_reference
 from mldd.problems.registry import register
 
@@ -44,8 +45,8 @@ class DiffusionAdvection(UnitSquareDirichletPINN):
     def reference_solver(cls) -> Callable[..., dict[str, Array]]:
         return diffusion_advection_reference
 
-    def residual(self, model: nn.Module, x: Tensor) -> Tensor:
-        """``−ε(u_xx + u_yy) + b·∇u − 1`` at ``x`` (shape ``(N,)``)."""
-        _, g, lap = self.gradient_and_laplacian(model, x)
+    def pde_residual(self, x: Tensor, d: PointDerivatives) -> Tensor:
+        """``−ε(u_xx + u_yy) + b·∇u − 1`` (shape ``(N,)``)."""
         bx, by = self.velocity
-        return -self.diffusion * lap + bx * g[:, 0] + by * g[:, 1] - self.source
+        g = d.grad
+        return -self.diffusion * d.second["laplacian"] + bx * g[:, 0] + by * g[:, 1] - self.source

@@ -24,12 +24,13 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from mldd.problems.pinn.common import Array, GridPINN, _positive_int, gradient
+from mldd.problems.pinn.common import Array, GridPINN, _positive_int
+from mldd.problems.pinn.jet_residuals import PointDerivatives
 from mldd.problems.pinn.references import klein_gordon_reference
 from mldd.problems.registry import register
 from mldd.problems.samplers import sample
@@ -50,6 +51,8 @@ class KleinGordon(GridPINN):
     default_width = 50
     default_depth = 6
     reference_cached = False
+    #: ``u_tt − u_xx`` as one operator (one jet channel instead of two).
+    second_order: ClassVar[dict[str, tuple[float, ...]]] = {"wave": (-1.0, 1.0)}
 
     def __init__(
         self, *, n_boundary: int = 200, boundary_weight: float = 1.0, **options: Any
@@ -82,14 +85,9 @@ class KleinGordon(GridPINN):
         xs, t = x[:, 0:1], x[:, 1:2]
         return (xs + t * t * self._net(model, x)).reshape(-1)
 
-    def residual(self, model: nn.Module, x: Tensor) -> Tensor:
-        """``u_tt − u_xx + u² − f`` at ``x`` (shape ``(N,)``)."""
-        X = x.detach().requires_grad_(True)
-        u = self.transform(model, X)
-        g = gradient(u, X)
-        u_xx = gradient(g[:, 0], X)[:, 0]
-        u_tt = gradient(g[:, 1], X)[:, 1]
-        return u_tt - u_xx + u * u - self.source(X[:, 0], X[:, 1])
+    def pde_residual(self, x: Tensor, d: PointDerivatives) -> Tensor:
+        """``u_tt − u_xx + u² − f`` (shape ``(N,)``)."""
+        return d.second["wave"] + d.u * d.u - self.source(x[:, 0], x[:, 1])
 
     def boundary_loss(self, model: nn.Module) -> Tensor:
         """Mean squared boundary mismatch ``mean((u(±1, t) ∓ cos t)²)``."""

@@ -18,9 +18,10 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mldd.problems.pinn.common import Array, UnitSquareDirichletPINN
+from mldd.problems.pinn.jet_residuals import PointDerivatives
 from mldd.problems.pinn.references import poisson_reference
 from mldd.problems.registry import register
 
@@ -48,7 +49,6 @@ class Poisson2D(UnitSquareDirichletPINN):
             4 * pi * x
         ) * torch.sin(2 * pi * y)
 
-    def residual(self, model: nn.Module, x: Tensor) -> Tensor:
-        """``−(u_xx + u_yy) − f`` at ``x`` (shape ``(N,)``)."""
-        X, _, lap = self.gradient_and_laplacian(model, x)
-        return -lap - self.source(X[:, 0], X[:, 1])
+    def pde_residual(self, x: Tensor, d: PointDerivatives) -> Tensor:
+        """``−(u_xx + u_yy) − f`` (shape ``(N,)``)."""
+        return -d.second["laplacian"] - self.source(x[:, 0], x[:, 1])
