@@ -119,6 +119,7 @@ def test_build_model_seeding_leaves_global_rng_alone() -> None:
         ({"dtype": torch.int64}, "dtype"),
         ({"seed": "a"}, "seed"),
         ({"reference_options": {"n_grid": 3}}, "n_grid"),
+        ({"network": "cnn"}, "cnn.*mlp, resmlp"),
     ],
 )
 def test_invalid_options_raise(kw: dict[str, Any], match: str) -> None:
@@ -370,3 +371,14 @@ def test_problem_reference_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyP
     torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
     make("burgers", use_cache=False).reference()
     assert len(calls) == 2
+
+
+def test_residual_network_option() -> None:
+    """``network="resmlp"`` builds the residual network the depth hierarchies refine."""
+    from mldd.models import ResidualMLP
+
+    p = make("burgers", network="resmlp", depth=5, width=8)
+    m = p.build_model(seed=0)
+    assert isinstance(m, ResidualMLP) and m.depth == 5 and m.width == 8
+    assert p.describe()["network"] == "resmlp"
+    assert torch.isfinite(p.loss(m))

@@ -509,6 +509,11 @@ def _with_model(cls_name: str) -> Builder:
         if model is not None:
             kw["model"] = model
         accepted = _kwonly(cls_name)()
+        if "n_rows" in accepted and kw.get("n_rows") is None:
+            # Data hierarchies and data shards index the rows of the batch; full-batch runs
+            # know the count up front (mini-batch runs read it from the closure).
+            with contextlib.suppress(NotImplementedError):
+                kw["n_rows"] = problem.n_rows(None)
         if "executor" in accepted:
             from mldd.train.launch import current_executor
 
@@ -545,4 +550,43 @@ register_method(
     "shards [CTKK23]",
     extra_options=_kwonly("APTS"),
     distributed=True,
+)
+register_method(
+    "rmtr",
+    _with_model("RMTR"),
+    defaults={"levels": 3, "coarsen": "depth", "cycle": "V"},
+    full_batch=True,
+    description="mldd.optim.RMTR: recursive multilevel trust region (V-cycle, 3 levels, depth "
+    "hierarchy of a residual network) [GST08, KK22]",
+    extra_options=_kwonly("RMTR"),
+)
+register_method(
+    "mgopt",
+    _with_model("MGOpt"),
+    defaults={"levels": 3, "coarsen": "depth"},
+    full_batch=True,
+    description="mldd.optim.MGOpt: multilevel cycle with a line search on the coarse correction",
+    extra_options=_kwonly("MGOpt"),
+)
+register_method(
+    "moffo",
+    _with_model("MOFFO"),
+    defaults={"levels": 3, "coarsen": "depth", "lr": 1.0},
+    full_batch=False,
+    description="mldd.optim.MOFFO: objective-function-free multilevel AdaGrad [GKT23]",
+    extra_options=_kwonly("MOFFO"),
+)
+
+
+def _build_adagrad(params: list[Tensor], problem: Problem, opts: Opts) -> torch.optim.Optimizer:
+    _positive("adagrad", "lr", opts["lr"])
+    return torch.optim.Adagrad(params, **_kw(opts))
+
+
+register_method(
+    "adagrad",
+    _build_adagrad,
+    defaults={"lr": 1e-2, "eps": None, "initial_accumulator_value": None, "lr_grid": None},
+    full_batch=False,
+    description="torch.optim.Adagrad (lr 1e-2; the one-level method of MOFFO)",
 )

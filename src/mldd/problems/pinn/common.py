@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mldd.models import MLP
+from mldd.models import MLP, ResidualMLP
 from mldd.models import activation as activation_function
 from mldd.models.jets import has_jets
 from mldd.problems.base import PINNProblem
@@ -44,6 +44,8 @@ from mldd.problems.samplers import SAMPLERS, sample
 
 Array = np.ndarray
 
+#: The values of the ``network`` option.
+NETWORKS = ("mlp", "resmlp")
 #: The values of the ``derivatives`` option.
 DERIVATIVES = ("jet", "autograd")
 
@@ -77,6 +79,10 @@ class GridPINN(PINNProblem):
         reference_options: keyword arguments of the reference solver (resolution, tolerances),
             e.g. a coarser setting for quick tests; they are part of the cache key.
         use_cache: read/write the on-disk reference cache (:mod:`mldd.problems.cache`).
+        network: ``"mlp"`` (default; :class:`~mldd.models.MLP` with ``depth`` hidden layers, the
+            papers' network) or ``"resmlp"`` (:class:`~mldd.models.ResidualMLP` with ``depth``
+            residual blocks of ``width`` neurons and step ``h = 1/(depth−1)``: the network the
+            depth hierarchies of the multilevel methods refine, ``K → 2K−1`` blocks).
         derivatives: how the residual's input derivatives are computed: ``"jet"`` (default;
             forward jets, :mod:`mldd.problems.pinn.jet_residuals`, used when the model supports
             them — :class:`~mldd.models.MLP`/:class:`~mldd.models.ResidualMLP` with tanh, sin,
@@ -120,7 +126,11 @@ class GridPINN(PINNProblem):
         reference_options: Mapping[str, Any] | None = None,
         use_cache: bool = True,
         derivatives: str = "jet",
+        network: str = "mlp",
     ) -> None:
+        if network not in NETWORKS:
+            raise ValueError(f"unknown network {network!r}; choose one of {', '.join(NETWORKS)}")
+        self.network = network
         if derivatives not in DERIVATIVES:
             raise ValueError(
                 f"unknown derivatives {derivatives!r}; choose one of {', '.join(DERIVATIVES)}"
@@ -159,7 +169,8 @@ class GridPINN(PINNProblem):
 
     # ----------------------------------------------------------------------------- model
     def build_model(self, seed: int | None = None) -> nn.Module:
-        """The problem's :class:`~mldd.models.MLP` ``(2 → width × depth → 1)`` in :attr:`dtype`.
+        """The problem's network ``(2 → width × depth → 1)`` in :attr:`dtype`: an
+        :class:`~mldd.models.MLP`, or a :class:`~mldd.models.ResidualMLP` with ``network="resmlp"``.
 
         With ``seed`` the weights are drawn under ``torch.manual_seed(seed)`` inside
         :func:`torch.random.fork_rng`, so the global RNG state is left untouched.
@@ -170,7 +181,10 @@ class GridPINN(PINNProblem):
             torch.manual_seed(seed)
             return self._make_mlp()
 
-    def _make_mlp(self) -> MLP:
+    def _make_mlp(self) -> nn.Module:
+        if self.network == "resmlp":
+            return ResidualMLP(2, 1, width=self.width, depth=self.depth,
+                               activation=self.activation, dtype=self.dtype)
         return MLP(2, 1, width=self.width, depth=self.depth, activation=self.activation,
                    dtype=self.dtype)
 
@@ -257,6 +271,7 @@ class GridPINN(PINNProblem):
             seed=self.seed,
             reference_options=dict(self.reference_options),
             derivatives=self.derivatives,
+            network=self.network,
         )
         return out
 
