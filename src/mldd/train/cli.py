@@ -68,9 +68,12 @@ def _add_bench(sub: Any) -> None:
 
     p = sub.add_parser("bench", help="run a benchmark suite",
                        description="Run methods × problems × seeds at an equal wall-clock "
-                       f"budget. Suites: core, {', '.join(available_suites())}.")
-    p.add_argument("suite", help=f"suite name ({', '.join(['core', *available_suites()])}); "
-                   "'core' measures the optimizers themselves (L-BFGS vs torch, overhead)")
+                       f"budget. Suites: core, parallel, {', '.join(available_suites())}.")
+    names = ", ".join(["core", "parallel", *available_suites()])
+    p.add_argument("suite", help=f"suite name ({names}); "
+                   "'core' measures the optimizers themselves (L-BFGS vs torch, overhead); "
+                   "'parallel' the parallel efficiency of ASPQN on --nproc processes")
+    p.add_argument("--nproc", type=int, default=2, help="processes for 'parallel' (default 2)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for 'core' (default 2)")
     p.add_argument("--out", help="output directory (default benchmarks/results/<suite>)")
     p.add_argument("--budget", type=float, help="per-run budget in seconds (overrides the suite)")
@@ -173,12 +176,40 @@ def _cmd_bench_core(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_parallel(args: argparse.Namespace) -> int:
+    from mldd.perf.parallel import format_parallel, measure_parallel_efficiency
+
+    if args.nproc < 2:
+        raise UsageError(f"--nproc must be >= 2 for 'parallel', got {args.nproc}")
+    out = Path(args.out or Path("benchmarks") / "results" / "parallel")
+    problems = _csv(args.problems) or ["burgers"]
+    methods = _csv(args.methods) or ["aspqn"]
+    popts: dict[str, Any] = {"n_collocation": 2000} if args.quick else {}
+    sections = ["# Parallel efficiency (`mldd bench parallel`)", ""]
+    con = _console()
+    for problem in problems:
+        for method in methods:
+            if not args.quiet:
+                con.print(f"  {problem} / {method}: serial, then {args.nproc} processes …")
+            r = measure_parallel_efficiency(method=method, problem=problem, problem_options=popts,
+                                            nproc=args.nproc,
+                                            outer_iters=2 if args.quick else 3)
+            sections += [format_parallel(r), ""]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(sections))
+    con.print((out / "report.md").read_text())
+    con.print(f"wrote {out / 'report.md'}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from mldd.train.bench import run_suite
     from mldd.train.suites import filter_suite, get_suite
 
     if args.suite == "core":
         return _cmd_bench_core(args)
+    if args.suite == "parallel":
+        return _cmd_bench_parallel(args)
     get_suite(args.suite)  # unknown names fail before anything runs
     out = Path(args.out or Path("benchmarks") / "results" / args.suite)
     if args.budget is not None and args.budget <= 0:

@@ -1,0 +1,219 @@
+"""Parallel efficiency of the additive Schwarz methods: N processes against the serial executor.
+
+BENCHMARKS.md, "Performance beyond convergence": the wall time per outer iteration of ``N``
+processes (1 thread each) against the serial execution of the same subdomains (1 thread), and
+the communication volume per outer iteration. Both runs start from the same weights and take the
+same iterates (the distributed executor reproduces the serial one to rounding; the report shows
+the largest difference), so the ratio measures the execution, not the algorithm::
+
+    speed-up    S = T_serial / T_parallel
+    efficiency  E = S / N                    (1 = ideal)
+
+Processes are started like ``torchrun`` starts them (``MASTER_ADDR``/``MASTER_PORT``/``RANK``/
+``WORLD_SIZE`` in the environment), and the optimizer is built by the method registry, exactly as
+``mldd train --nproc N`` builds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+
+__all__ = ["ParallelResult", "format_parallel", "measure_parallel_efficiency"]
+
+
+@dataclass
+class ParallelResult:
+    """What :func:`measure_parallel_efficiency` measured.
+
+    Attributes:
+        method, problem, nproc, outer_iters: the set-up.
+        serial_s, parallel_s: median seconds per outer iteration (after one warm-up iteration).
+        speedup, efficiency: ``serial_s / parallel_s`` and ``speedup / nproc``.
+        bytes_per_iter, collectives_per_iter: what one rank all-reduced per outer iteration.
+        max_iterate_diff: largest ``|x_serial − x_parallel|`` over the measured iterates.
+        subdomains_per_rank: how many subdomains each rank solved.
+        options: method and problem options used.
+    """
+
+    method: str
+    problem: str
+    nproc: int
+    outer_iters: int
+    serial_s: float
+    parallel_s: float
+    speedup: float
+    efficiency: float
+    bytes_per_iter: float
+    collectives_per_iter: float
+    max_iterate_diff: float
+    subdomains_per_rank: list[int] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run(method: str, problem_name: str, problem_opts: dict[str, Any],
+         method_opts: dict[str, Any], outer_iters: int, seed: int) -> dict[str, Any]:
+    """Build problem, model and optimizer (registry), time ``outer_iters + 1`` steps."""
+    import mldd.problems as problems
+    from mldd.train.methods import build_optimizer
+
+    torch.set_num_threads(1)
+    problem = problems.get(problem_name, **problem_opts)
+    model = problem.build_model(seed=seed)
+    opt = build_optimizer(method, model.parameters(), problem, dict(method_opts),
+                          {"model": model})
+    ex = getattr(opt, "executor", None) or getattr(opt, "_executor", None)
+
+    def closure() -> torch.Tensor:
+        return problem.loss(model)
+
+    times: list[float] = []
+    iterates: list[list[float]] = []
+    bytes0 = coll0 = 0
+    for k in range(outer_iters + 1):
+        if k == 1 and ex is not None:  # the warm-up iteration is not counted
+            bytes0 = int(getattr(ex, "bytes_communicated", 0))
+            coll0 = int(getattr(ex, "n_collectives", 0))
+        if ex is not None and getattr(ex, "world_size", 1) > 1:
+            ex.barrier()
+        t0 = time.perf_counter()
+        opt.step(closure)
+        dt = time.perf_counter() - t0
+        if k >= 1:
+            times.append(dt)
+        iterates.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist())
+    n_sub = len(opt.decomposition) if getattr(opt, "decomposition", None) is not None else 0
+    owned = len(ex.owns(n_sub)) if ex is not None and n_sub else n_sub
+    return {
+        "times": times,
+        "iterates": iterates,
+        "bytes": int(getattr(ex, "bytes_communicated", 0)) - bytes0,
+        "collectives": int(getattr(ex, "n_collectives", 0)) - coll0,
+        "owned": owned,
+    }
+
+
+def _worker(rank: int, nproc: int, port: int, out_dir: str, args: tuple[Any, ...]) -> None:
+    os.environ.update({
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+        "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(nproc),
+        "OMP_NUM_THREADS": "1",
+    })
+    from mldd.decomposition.distributed import shutdown
+
+    try:
+        rec = _run(*args)
+    finally:
+        shutdown()
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rec))
+
+
+def measure_parallel_efficiency(
+    *,
+    method: str = "aspqn",
+    problem: str = "burgers",
+    problem_options: dict[str, Any] | None = None,
+    method_options: dict[str, Any] | None = None,
+    nproc: int = 2,
+    outer_iters: int = 3,
+    seed: int = 0,
+    timeout_s: float = 1800.0,
+) -> ParallelResult:
+    """Time ``outer_iters`` outer iterations serially and on ``nproc`` processes.
+
+    Args:
+        method: a registered method with ``distributed=True`` (``"aspqn"``, ``"apts"``).
+        problem: a registered problem name.
+        problem_options: its options (default: the problem's defaults).
+        method_options: the method's options.
+        nproc: number of processes (>= 2).
+        outer_iters: measured outer iterations (one more runs first as a warm-up).
+        seed: model seed (the same initial weights in both runs).
+        timeout_s: the parallel run is killed after this long.
+
+    Returns:
+        A :class:`ParallelResult`.
+
+    Raises:
+        ValueError: for ``nproc < 2`` or ``outer_iters < 1``.
+        RuntimeError: if a worker failed or timed out.
+    """
+    if nproc < 2:
+        raise ValueError(f"nproc must be >= 2, got {nproc}")
+    if outer_iters < 1:
+        raise ValueError(f"outer_iters must be >= 1, got {outer_iters}")
+    popts = dict(problem_options or {})
+    mopts = dict(method_options or {})
+    args = (method, problem, popts, mopts, outer_iters, seed)
+    for key in ("WORLD_SIZE", "RANK"):  # the serial run must not see a launcher's variables
+        os.environ.pop(key, None)
+    threads = torch.get_num_threads()
+    try:
+        serial = _run(*args)
+    finally:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = mp.start_processes(_worker, args=(nproc, _free_port(), tmp, args), nprocs=nproc,
+                                 join=False, start_method="spawn")
+        deadline = time.monotonic() + timeout_s
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    p.kill()
+                raise RuntimeError(f"the {nproc}-process run exceeded {timeout_s:g} s")
+        recs = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(nproc)]
+    par = recs[0]
+    t_ser = statistics.median(serial["times"])
+    t_par = statistics.median(max(ts) for ts in zip(*(r["times"] for r in recs), strict=True))
+    diff = max(
+        (abs(a - b) for xs, xp in zip(serial["iterates"], par["iterates"], strict=True)
+         for a, b in zip(xs, xp, strict=True)),
+        default=0.0,
+    )
+    return ParallelResult(
+        method=method, problem=problem, nproc=nproc, outer_iters=outer_iters,
+        serial_s=t_ser, parallel_s=t_par, speedup=t_ser / t_par,
+        efficiency=t_ser / t_par / nproc,
+        bytes_per_iter=par["bytes"] / outer_iters,
+        collectives_per_iter=par["collectives"] / outer_iters,
+        max_iterate_diff=diff,
+        subdomains_per_rank=[int(r["owned"]) for r in recs],
+        options={"problem": popts, "method": mopts, "seed": seed},
+    )
+
+
+def format_parallel(result: ParallelResult) -> str:
+    """A Markdown table of one :class:`ParallelResult`."""
+    r = result
+    kib = r.bytes_per_iter / 1024.0
+    return "\n".join([
+        f"Parallel efficiency of `{r.method}` on `{r.problem}` ({r.nproc} processes × 1 thread "
+        f"vs 1 process × 1 thread; median of {r.outer_iters} outer iterations after a warm-up)",
+        "",
+        "| serial s/iter | parallel s/iter | speed-up | efficiency | communicated per iter "
+        "(one rank) | all-reduces per iter | subdomains per rank | max iterate difference |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {r.serial_s:.3f} | {r.parallel_s:.3f} | {r.speedup:.2f}× | {100 * r.efficiency:.0f}% "
+        f"| {kib:.1f} KiB | {r.collectives_per_iter:.1f} | "
+        f"{', '.join(map(str, r.subdomains_per_rank))} | {r.max_iterate_diff:.1e} |",
+        "",
+        "```json",
+        json.dumps(asdict(r), indent=2),
+        "```",
+    ])
