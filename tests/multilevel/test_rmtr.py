@@ -87,10 +87,19 @@ def _two_by_one(quartic: float):
     return MultilevelProblem([coarse, fine], [MatrixTransfer(P)])
 
 
+@pytest.mark.parametrize("correction_radius", ["separate", "shared"])
 @pytest.mark.parametrize("quartic, accept", [(50.0, False), (1e-3, True)])
-def test_coarse_correction_needs_rho_above_rho_tol(quartic, accept):
-    cfg = RMTRConfig(pre_smoothing=0, post_smoothing=0)
+def test_coarse_correction_needs_rho_above_rho_tol(quartic, accept, correction_radius):
+    cfg = RMTRConfig(pre_smoothing=0, post_smoothing=0, correction_radius=correction_radius)
     solver = RMTRSolver(cfg, 2)
+
+    def radius_after():
+        # "separate": the ratio test updates the corrections' own radius, not the smoother's
+        if correction_radius == "separate":
+            assert solver.radius == 1.0
+            return solver.correction_radii[-1]
+        return solver.radius
+
     events = []
     solver.monitor = events.append
     x = torch.zeros(2, dtype=DT)
@@ -103,11 +112,11 @@ def test_coarse_correction_needs_rho_above_rho_tol(quartic, accept):
     assert corr["accepted"] is accept and (corr["rho"] > rho_tol) is accept
     if accept:
         assert torch.equal(res.x, corr["trial"]) and res.info["coarse_accepted"] == 1
-        assert solver.radius == 2.5  # very successful: expanded
+        assert radius_after() == 2.5  # very successful: expanded
     else:
         assert corr["rho"] < 0  # the fine loss went up
         assert torch.equal(res.x, x) and res.info["coarse_rejected"] == 1
-        assert solver.radius == 0.25  # shrunk by γ1
+        assert radius_after() == 0.25  # shrunk by γ1
         assert res.info["loss"] == 0.0
 
 
@@ -433,7 +442,8 @@ def test_coarse_model_and_hessian_variants_train(coarse_model, hessian):
 
 def test_multiplicative_model_at_zero_coarse_loss_warns_and_skips():
     make, n = laplace_problem(levels=2)
-    solver = RMTRSolver(RMTRConfig(coarse_model="multiplicative", pre_smoothing=0), 2)
+    solver = RMTRSolver(RMTRConfig(coarse_model="multiplicative", pre_smoothing=0,
+                                   post_smoothing=3), 2)
     x = torch.zeros(n, dtype=DT)  # f_c(Π·0) = 0 exactly
     with pytest.warns(RuntimeWarning, match="zero or too small"):
         res = solver.iterate(make(), x)
@@ -475,7 +485,7 @@ def test_per_level_options_from_the_hierarchy():
         return opt.last_info["levels"]
 
     base = run(None)
-    more = run({"coarse_iterations": [6, 2, 2], "coarse_successes": [6, 1, 1]})
+    more = run({"coarse_iterations": [25, 2, 2], "coarse_successes": [25, 1, 1]})
     none = run({"pre_smoothing": [3, 0, 3], "post_smoothing": [3, 0, 3]})
     assert more[0]["n_g"] > base[0]["n_g"]
     assert none[1]["n_g"] < base[1]["n_g"]
@@ -501,3 +511,70 @@ def test_data_levels_refuse_a_changing_batch_size():
                         batch_schedule=GeometricBatchSize(16))
     mldd.optim.RMTR(net.parameters(), model=net, levels=2, coarsen="data", n_rows=48,
                     batch_schedule=ConstantBatchSize(48))
+
+
+# -- coarse memory, coarse radius and correction radius between visits --------------------------
+def _visits(memory, radius, correction="separate"):
+    """(pairs in the coarse memory, coarse radius, finer radius) at each descent."""
+    make, n = laplace_problem(levels=2)
+    cfg = RMTRConfig(coarse_memory=memory, coarse_radius=radius, correction_radius=correction,
+                     trust_region=TrustRegionConfig(radius=0.5))
+    solver = RMTRSolver(cfg, 2)
+    seen = []
+
+    def monitor(e):
+        if e["event"] == "descend":
+            coarse = solver.solvers[0]
+            seen.append((len(coarse.memory), coarse.radius, e["radius"]))
+
+    solver.monitor = monitor
+    x = torch.zeros(n, dtype=DT)
+    problem = make()
+    f0 = float(problem.fine.value(x))
+    for _ in range(6):
+        x = solver.iterate(problem, x).x
+    assert float(problem.fine.value(x)) < f0
+    return seen
+
+
+def test_coarse_memory_keep_carries_pairs_across_visits_and_reset_empties_it():
+    kept = _visits("keep", "fine")
+    reset = _visits("reset", "fine")
+    assert len(kept) >= 3 and len(reset) >= 3
+    assert all(pairs == 0 for pairs, _, _ in reset)
+    assert kept[0][0] == 0 and all(pairs > 0 for pairs, _, _ in kept[1:])
+
+
+def test_coarse_radius_fine_starts_at_the_finer_radius_and_keep_never_exceeds_it():
+    fine = _visits("keep", "fine")
+    assert all(r == parent for _, r, parent in fine)
+    kept = _visits("keep", "keep")
+    assert all(r <= parent for _, r, parent in kept)
+    # the coarse level's own radius is remembered, so it differs from the finer one somewhere
+    assert any(r < parent for _, r, parent in kept)
+
+
+def test_correction_radius_separate_leaves_the_smoother_radius_alone():
+    make, n = laplace_problem(levels=2)
+    for mode in ("separate", "shared"):
+        cfg = RMTRConfig(correction_radius=mode, pre_smoothing=0, post_smoothing=0,
+                         trust_region=TrustRegionConfig(radius=0.5))
+        solver = RMTRSolver(cfg, 2)
+        x = torch.zeros(n, dtype=DT)
+        for _ in range(4):
+            x = solver.iterate(make(), x).x
+        assert solver.n_coarse_accepted >= 1
+        if mode == "separate":
+            # no smoothing ran: only the corrections' radius moved (very successful: grew)
+            assert solver.radius == 0.5 and solver.correction_radii[-1] > 0.5
+        else:
+            assert solver.radius > 0.5 and solver.correction_radii[-1] == 0.5
+
+
+@pytest.mark.parametrize("key", ["coarse_memory", "coarse_radius", "correction_radius"])
+def test_visit_options_are_validated(key):
+    with pytest.raises(ValueError, match=key):
+        RMTRConfig(**{key: "sometimes"})
+    net = resmlp(depth=5)
+    with pytest.raises(ValueError, match=key):
+        mldd.optim.RMTR(net.parameters(), model=net, levels=2, **{key: "sometimes"})

@@ -19,9 +19,27 @@ One cycle at level ``l`` from ``x`` (ALGORITHMS.md §2.3)::
     (the coarsest level only smooths: ν_c trials, stop after k_c successes)
 
 Smoothing is the trust-region iteration of :class:`~mldd.solvers.TrustRegionSolver` (L-SR1 +
-OBS by default) on every level; a coarse level's memory and cached evaluation are reset at the
-start of each of its local solves (its model changes every visit), the finest level's persist
-across cycles, so that with one level RMTR *is* the trust-region method, iterate by iterate.
+OBS by default) on every level. The finest level's memory and cached evaluation persist across
+cycles, so that with one level RMTR *is* the trust-region method, iterate by iterate.
+
+**Between visits** (three options, defaults chosen by measurement, see "Defaults" below):
+
+* ``coarse_memory="keep"``: a coarse level's L-SR1 pairs persist across visits (only its cached
+  evaluation is dropped, the model having changed). The additive model's curvature is the coarse
+  network's own (``h_c − f_c`` is linear, so ``y = ∇h_c(x+s) − ∇h_c(x) = ∇f_c(x+s) − ∇f_c(x)``);
+  [GST08] allows any model Hessian on a level. ``"reset"`` empties the memory at every visit.
+* ``coarse_radius="keep"``: a visit starts from ``min(Δ̃_c, Δ_l)``, ``Δ̃_c`` the radius the
+  coarse level ended its previous visit with; ``"fine"`` starts from ``Δ_l`` [GST08], which
+  wastes coarse trials shrinking an inflated radius whenever ``Δ_l`` is large.
+* ``correction_radius="separate"``: a level's coarse corrections have their own radius
+  ``Δ_l^corr`` (the region the coarser levels must stay in), updated by the ratio test of the
+  corrections; the level's smoother keeps its own ``Δ_l``. With ``"shared"`` [GST08] both use
+  one radius, and then a coarse model that is accurate far away (ρ ≈ 1 on the boundary, ×2.5)
+  and an L-SR1 model that is not (rejections, ×0.25) pull one radius back and forth: measured,
+  most smoothing trials after a successful correction were rejections, and the coarse solve was
+  capped by the smoother's small radius. Every accepted point still passed a ratio test with a
+  step bounded by a radius that shrinks on failure, so the global-convergence argument of the
+  smoother is untouched (the corrections only ever add accepted decrease).
 
 **The coarse iterates stay inside the fine trust region.** With ``d(x_c) = P(x_c − x_c0)`` (the
 fine displacement, measured in the fine norm), each coarse iteration uses the radius
@@ -33,12 +51,21 @@ predicted reduction recomputed for the shorter step). So the guarantee is exact,
 and the ∞-norm alike.
 
 Choices of ours where the papers could not be checked (ALGORITHMS.md marks them unverified):
-post-smoothing mirrors pre-smoothing (3 trials, stop after 1 success); the descent test compares
-``‖R g‖`` with the fine gradient as in [GST08] (``descent_reference="coarse"`` compares with
-``∇f_c(x_c0)``, the literal reading of ALGORITHMS.md §2.3); a coarse level's first evaluation is
-not recomputed (``h_c(x_c0)`` is known in closed form and ``∇h_c(x_c0) = R g`` by coherence);
-and the coarse correction ``(s, ∇h(x+s) − ∇h(x))`` is offered to the finer level's quasi-Newton
-memory like any other trial step of that level.
+the descent test compares ``‖R g‖`` with the fine gradient as in [GST08]
+(``descent_reference="coarse"`` compares with ``∇f_c(x_c0)``, the literal reading of
+ALGORITHMS.md §2.3); a coarse level's first evaluation is not recomputed (``h_c(x_c0)`` is known
+in closed form and ``∇h_c(x_c0) = R g`` by coherence); and the coarse correction
+``(s, ∇h(x+s) − ∇h(x))`` is offered to the finer level's quasi-Newton memory like any other
+trial step of that level.
+
+Defaults (measured in ``benchmarks/experiments/multilevel_rmtr.py``, equal fine-gradient
+equivalents): no pre-smoothing and one post-smoothing trial (the fine evaluation at the start of
+a cycle is the trial of the previous correction, so a cycle costs one or two fine evaluations),
+10 coarse trials per visit without stopping at the first success, coarse memory and radius kept,
+separate correction radius. ALGORITHMS.md §2.3's GST08-style settings (3+3 smoothing trials
+stopping after one success, 2 coarse trials stopping after one, memory reset, shared radius)
+made each coarse visit one steepest-descent-like step and left RMTR 2–10× *behind* TrustRegion
+at equal cost on digits; they remain available through the options.
 
 Every evaluation that is NaN/Inf is a rejection (ρ = −∞): it shrinks the radius and never moves
 the iterate. Coarse models that cannot be built (e.g. multiplicative with ``f_c0 ≈ 0``) skip the
@@ -91,10 +118,18 @@ from mldd.solvers.trust_region import TrustRegionConfig, TrustRegionSolver
 from mldd.subproblem import SubproblemResult
 from mldd.subproblem.base import boundary_taus, result, vec_norm
 
-__all__ = ["CYCLES", "LEVEL_OPTIONS", "RMTRConfig", "RMTRSolver"]
+__all__ = ["COARSE_MEMORIES", "COARSE_RADII", "CORRECTION_RADII", "CYCLES", "LEVEL_OPTIONS",
+           "RMTRConfig", "RMTRSolver"]
 
 #: Cycle types and the number of coarse cycles per coarse correction.
 CYCLES: dict[str, int] = {"V": 1, "W": 2}
+
+#: What a coarse level's quasi-Newton memory does between visits.
+COARSE_MEMORIES: tuple[str, ...] = ("reset", "keep")
+#: Where a coarse level's radius starts a visit: the finer radius, or its own last one (capped).
+COARSE_RADII: tuple[str, ...] = ("fine", "keep")
+#: Whether a level's coarse corrections share its smoother's radius or keep their own.
+CORRECTION_RADII: tuple[str, ...] = ("shared", "separate")
 
 #: The options a hierarchy level may override (``Level.options``).
 LEVEL_OPTIONS: tuple[str, ...] = ("pre_smoothing", "post_smoothing", "pre_successes",
@@ -115,9 +150,11 @@ class RMTRConfig:
             mini-batches that change between cycles).
         cycle: ``"V"`` (one coarse cycle per coarse correction) or ``"W"`` (two).
         pre_smoothing, post_smoothing: trust-region trials before/after the coarse correction
-            (3 and 3; ALGORITHMS.md gives 3 for pre-smoothing, post-smoothing mirrors it).
+            (0 and 1; ALGORITHMS.md §2.3 gives 3 stopping after one success, see the module's
+            "Defaults").
         pre_successes, post_successes: stop a smoothing phase after this many accepted steps (1).
-        coarse_iterations, coarse_successes: trials and successes on the coarsest level (2, 1).
+        coarse_iterations, coarse_successes: trials and successes on the coarsest level (10,
+            10: the coarse level is the cheap one, so it works; ALGORITHMS.md gives 2, 1).
         coarse_model: ``"additive"`` (default), ``"multiplicative"`` or ``"hybrid"``.
         hybrid_gamma: the hybrid model's weight of the additive part (0.5 [K23]).
         zeroth_order: the additive part's zeroth-order term (``None``: off for additive, on for
@@ -128,16 +165,22 @@ class RMTRConfig:
             ``∇f_c(x_c0)`` (``"coarse"``); see :func:`~mldd.multilevel.problem.descent_test`.
         boundary_fraction: stop a coarse local solve once ``‖P(x_c − x_c0)‖ > (1 − this)·Δ_l``
             (1e-3).
+        coarse_memory: ``"keep"`` (default) a coarse level's quasi-Newton pairs across visits, or
+            ``"reset"`` them at every visit.
+        coarse_radius: start a visit from the coarse level's own last radius capped by the finer
+            one (``"keep"``, default) or from the finer radius (``"fine"``, [GST08]).
+        correction_radius: ``"separate"`` (default): coarse corrections have their own radius
+            at each level; ``"shared"``: they share the smoother's radius [GST08].
     """
 
     trust_region: TrustRegionConfig = field(default_factory=TrustRegionConfig)
     cycle: str = "V"
-    pre_smoothing: int = 3
-    post_smoothing: int = 3
+    pre_smoothing: int = 0
+    post_smoothing: int = 1
     pre_successes: int = 1
     post_successes: int = 1
-    coarse_iterations: int = 2
-    coarse_successes: int = 1
+    coarse_iterations: int = 10
+    coarse_successes: int = 10
     coarse_model: str = "additive"
     hybrid_gamma: float = 0.5
     zeroth_order: bool | None = None
@@ -145,6 +188,9 @@ class RMTRConfig:
     restricted_grad_tol: float = 1e-9
     descent_reference: str = "fine"
     boundary_fraction: float = 1e-3
+    coarse_memory: str = "keep"
+    coarse_radius: str = "keep"
+    correction_radius: str = "separate"
 
     def __post_init__(self) -> None:
         if isinstance(self.trust_region, dict):
@@ -152,6 +198,9 @@ class RMTRConfig:
         check_choice("cycle", self.cycle, tuple(CYCLES))
         check_choice("coarse_model", self.coarse_model, COARSE_MODELS)
         check_choice("descent_reference", self.descent_reference, DESCENT_REFERENCES)
+        check_choice("coarse_memory", self.coarse_memory, COARSE_MEMORIES)
+        check_choice("coarse_radius", self.coarse_radius, COARSE_RADII)
+        check_choice("correction_radius", self.correction_radius, CORRECTION_RADII)
         for name in ("pre_smoothing", "post_smoothing", "coarse_iterations"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -309,6 +358,7 @@ class RMTRSolver:
         self.n_coarse_accepted = 0
         self.n_coarse_rejected = 0
         self.n_coarse_skipped = 0
+        self.correction_radii = [float(config.trust_region.radius)] * n_levels
         self.stop_reason: str | None = None
         self._log = _CycleLog()
         self._problem: MultilevelProblem | None = None
@@ -428,6 +478,11 @@ class RMTRSolver:
         if level == self.n_levels - 1:
             self._log_fine(f, f, float(torch.linalg.vector_norm(g)), False)
         if not is_finite(f, g):
+            # Without pre-smoothing this is the level's first evaluation: report it as the
+            # trust-region iteration would.
+            solver.cache.clear()
+            solver.stop_reason = ("the loss or gradient at the current parameters is NaN/Inf; "
+                                  "nothing to step from")
             return x, True
         transfer = problem.transfers[level - 1]
         g_r = transfer.restrict(g)
@@ -445,10 +500,24 @@ class RMTRSolver:
             self._skip(level, "descent test")
             return x, False
 
-        radius = solver.radius
+        separate = cfg.correction_radius == "separate"
+        radius = self.correction_radii[level] if separate else solver.radius
+        if region is not None:
+            margin = region.radius - region.size(x)
+            if margin <= cfg.boundary_fraction * region.radius:
+                return x, True
+            radius = min(radius, margin)
         child = FineRegion(transfer, x_c0, x, radius, cfg.trust_region.norm, region)
         coarse = self.solvers[level - 1]
-        coarse.reset(radius=radius)
+        start_radius = radius if cfg.coarse_radius == "fine" else min(coarse.radius, radius)
+        if cfg.coarse_memory == "reset":
+            coarse.reset(radius=start_radius)
+        else:
+            # The pairs stay meaningful across visits: an additive model's curvature is the
+            # coarse network's own (the τ-correction is linear), so only the cache is stale.
+            coarse.cache.clear()
+            coarse.stop_reason = None
+            coarse.radius = start_radius
         # ∇h_c(x_c0) = R g by coherence and h_c(x_c0) is known in closed form: no evaluation.
         coarse.cache.put(x_c0, h_c.value_at_start, g_r)
         self._emit(event="descend", level=level - 1, radius=radius, x0=x_c0, center=x,
@@ -467,11 +536,14 @@ class RMTRSolver:
         x_trial = x + s
         ft, g_trial = h.value_and_grad(x_trial)
         f_trial = float(ft)
-        decision = cfg.trust_region.policy.decide(solver.radius, f - f_trial, pred,
+        decision = cfg.trust_region.policy.decide(radius, f - f_trial, pred,
                                                   self._nearly_full(child, x_c))
         if solver.memory is not None and is_finite(f_trial, g_trial):
             solver.memory.update(s, g_trial - g)
-        solver.radius = decision.radius
+        if separate:
+            self.correction_radii[level] = decision.radius
+        else:
+            solver.radius = decision.radius
         if decision.accepted:
             self.n_coarse_accepted += 1
             solver.cache.put(x_trial, f_trial, g_trial)
@@ -538,6 +610,7 @@ class RMTRSolver:
             "n_coarse_accepted": self.n_coarse_accepted,
             "n_coarse_rejected": self.n_coarse_rejected,
             "n_coarse_skipped": self.n_coarse_skipped,
+            "correction_radii": list(self.correction_radii),
             "stop_reason": self.stop_reason,
             "batch_schedule": (None if self.batch_schedule is None
                                else self.batch_schedule.state_dict()),
@@ -554,6 +627,9 @@ class RMTRSolver:
         self.n_coarse_accepted = int(d["n_coarse_accepted"])
         self.n_coarse_rejected = int(d["n_coarse_rejected"])
         self.n_coarse_skipped = int(d["n_coarse_skipped"])
+        # checkpoints written before the option existed: corrections shared the fine radius
+        radii = d.get("correction_radii") or [s.radius for s in self.solvers]
+        self.correction_radii = [float(r) for r in radii]
         self.stop_reason = d["stop_reason"]
         if self.batch_schedule is not None and d.get("batch_schedule") is not None:
             self.batch_schedule.load_state_dict(d["batch_schedule"])

@@ -18,7 +18,8 @@ from mldd.solvers.trust_region import TrustRegionConfig
 _CYCLE_KEYS = ("cycle", "pre_smoothing", "post_smoothing", "pre_successes", "post_successes",
                "coarse_iterations", "coarse_successes", "coarse_model", "hybrid_gamma",
                "zeroth_order", "kappa_g", "restricted_grad_tol", "descent_reference",
-               "boundary_fraction")
+               "boundary_fraction", "coarse_memory", "coarse_radius",
+               "correction_radius")
 
 
 class RMTR(MultilevelOptimizer):
@@ -39,9 +40,9 @@ class RMTR(MultilevelOptimizer):
         levels, coarsen, n_rows, hierarchy_options: see :meth:`Hierarchy.build` (defaults 3,
             ``"depth"``).
         cycle: ``"V"`` (default) or ``"W"``.
-        pre_smoothing, post_smoothing: trust-region trials per smoothing phase (3, 3).
+        pre_smoothing, post_smoothing: trust-region trials per smoothing phase (0, 1).
         pre_successes, post_successes: stop a phase after this many accepted steps (1, 1).
-        coarse_iterations, coarse_successes: trials/successes on the coarsest level (2, 1).
+        coarse_iterations, coarse_successes: trials/successes on the coarsest level (10, 10).
         coarse_model: ``"additive"`` (default), ``"multiplicative"`` or ``"hybrid"``.
         hybrid_gamma: the hybrid model's additive weight (0.5).
         zeroth_order: the additive part's zeroth-order term (``None``: off for additive, on for
@@ -49,6 +50,13 @@ class RMTR(MultilevelOptimizer):
         kappa_g, restricted_grad_tol, descent_reference: descent test ``‖R g‖ ≥ κ_g‖g‖``,
             ``‖R g‖ > ε`` (1/8, 1e-9, ``"fine"``).
         boundary_fraction: stop a coarse solve once ``‖P(x_c − x_c0)‖ > (1 − this)Δ`` (1e-3).
+        coarse_memory: ``"keep"`` (default) or ``"reset"`` each coarse level's L-SR1 pairs
+            between visits.
+        coarse_radius: a visit starts from the coarse level's own last radius capped by the
+            finer one (``"keep"``, default) or from the finer radius (``"fine"``).
+        correction_radius: coarse corrections keep their own radius (``"separate"``, default)
+            or share the smoother's (``"shared"``, [GST08]). The defaults were chosen by
+            measurement (:mod:`mldd.multilevel.rmtr`, "Defaults").
         hessian, memory, subproblem, norm, radius, eta1, eta2, rho_tol, gamma1, gamma2,
             radius_min, radius_max, cg_rtol, cg_max_iter, tolerance_grad, lsr1_gamma: the
             trust-region options of every level, as for :class:`~mldd.optim.TrustRegion`.
@@ -90,12 +98,12 @@ class RMTR(MultilevelOptimizer):
         n_rows: int | None = None,
         hierarchy_options: Mapping[str, Any] | None = None,
         cycle: str = "V",
-        pre_smoothing: int = 3,
-        post_smoothing: int = 3,
+        pre_smoothing: int = 0,
+        post_smoothing: int = 1,
         pre_successes: int = 1,
         post_successes: int = 1,
-        coarse_iterations: int = 2,
-        coarse_successes: int = 1,
+        coarse_iterations: int = 10,
+        coarse_successes: int = 10,
         coarse_model: str = "additive",
         hybrid_gamma: float = 0.5,
         zeroth_order: bool | None = None,
@@ -103,6 +111,9 @@ class RMTR(MultilevelOptimizer):
         restricted_grad_tol: float = 1e-9,
         descent_reference: str = "fine",
         boundary_fraction: float = 1e-3,
+        coarse_memory: str = "keep",
+        coarse_radius: str = "keep",
+        correction_radius: str = "separate",
         hessian: str = "lsr1",
         memory: int = 5,
         subproblem: str | None = None,
@@ -135,7 +146,8 @@ class RMTR(MultilevelOptimizer):
                          hybrid_gamma=hybrid_gamma, zeroth_order=zeroth_order, kappa_g=kappa_g,
                          restricted_grad_tol=restricted_grad_tol,
                          descent_reference=descent_reference,
-                         boundary_fraction=boundary_fraction)
+                         boundary_fraction=boundary_fraction, coarse_memory=coarse_memory,
+                         coarse_radius=coarse_radius, correction_radius=correction_radius)
         defaults = asdict(cfg)
         tr_defaults = defaults.pop("trust_region")
         tr_defaults.update(tr_defaults.pop("policy"))
