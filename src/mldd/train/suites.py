@@ -44,6 +44,16 @@ _TR = {"label": "trust-region", "method": "trust-region", "options": {}}
 _MSPQN = {"label": "mspqn", "method": "mspqn", "options": {}}
 _ASPQN = {"label": "aspqn", "method": "aspqn", "options": {}}
 _APTS = {"label": "apts", "method": "apts", "options": {}}
+# RMTR hierarchies measured in issue 5: a 2-level collocation/data hierarchy (coarse level on 1/8
+# of the rows), a 3-level one (1/4, 1/16) and the 3-level depth hierarchy of the issue.
+_RMTR_DATA2 = {"label": "rmtr-data2", "method": "rmtr",
+               "options": {"coarsen": "data", "levels": 2,
+                           "hierarchy_options": {"data_ratio": 0.125}}}
+_RMTR_DATA3 = {"label": "rmtr-data3", "method": "rmtr",
+               "options": {"coarsen": "data", "levels": 3,
+                           "hierarchy_options": {"data_ratio": 0.25}}}
+_RMTR_DEPTH3 = {"label": "rmtr-depth3", "method": "rmtr",
+                "options": {"coarsen": "depth", "levels": 3}}
 _TARGETS_H3_H50: list[dict[str, Any]] = [
     {"name": "L-BFGS h3 (float64)", "labels": ["torch-lbfgs-h3"]},
     {"name": "strongest L-BFGS", "labels": ["torch-lbfgs-h3", "torch-lbfgs-h50"]},
@@ -209,6 +219,54 @@ SUITES: dict[str, dict[str, Any]] = {
             }
         ],
         "quick": {"budget_factor": 10, "problem_options": {}},
+    },
+    "multilevel": {
+        "description": "issue 5: RMTR (collocation/data and depth hierarchies) against single-level "
+        "TrustRegion, Adam and SGD on Burgers and Allen–Cahn (residual network 20×9, 10,000 points) "
+        "and on digits (residual 16×33) and MNIST-5k (residual 32×9), float64; MOFFO against an "
+        "AdaGrad lr grid with mini-batches of 64 on digits; 240 s, 2 seeds",
+        "budget_s": 240.0,
+        "seeds": 2,
+        "threads": 2,
+        "dtype": "float64",
+        "groups": [
+            {
+                "problems": {
+                    "burgers": {"network": "resmlp", "width": 20, "depth": 9},
+                    "allen-cahn": {"network": "resmlp", "width": 20, "depth": 9},
+                },
+                "methods": [_TR, _RMTR_DATA2, _RMTR_DATA3, _RMTR_DEPTH3, _ADAM],
+                "baseline": "trust-region",
+                "targets": [{"name": "TrustRegion", "labels": ["trust-region"]}],
+            },
+            {
+                "problems": {
+                    "digits": {"width": 16, "depth": 33},
+                    "mnist5k": {"width": 32, "depth": 9},
+                },
+                "methods": [
+                    _TR, _RMTR_DATA2, _RMTR_DEPTH3,
+                    {"label": "rmtr-depth3-hybrid", "method": "rmtr",
+                     "options": {"coarsen": "depth", "levels": 3, "coarse_model": "hybrid"}},
+                    {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
+                    {"label": "sgd", "method": "sgd", "options": {}},
+                ],
+                "baseline": "trust-region",
+                "targets": [{"name": "TrustRegion", "labels": ["trust-region"]}],
+            },
+            {
+                "problems": {"digits": {"width": 16, "depth": 9}},
+                "methods": [
+                    {"label": "adagrad", "method": "adagrad",
+                     "options": {"lr_grid": [0.03, 0.1, 0.3, 1.0], "batch_size": 64}},
+                    {"label": "moffo", "method": "moffo", "options": {"batch_size": 64}},
+                    {"label": "adam", "method": "adam", "options": {"lr": 1e-3, "batch_size": 64}},
+                ],
+                "baseline": "adagrad",
+                "targets": [{"name": "best AdaGrad", "labels": ["adagrad"]}],
+            },
+        ],
+        "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
     },
     "smoke": {
         "description": "tiny: Poisson 2-D with 500 collocation points, 3 s per run (for tests)",
