@@ -95,7 +95,8 @@ def test_state_dict_holds_global_and_kept_local_memories() -> None:
     opt = MAKERS["aspqn-subspace-keep-2level"](model)
     opt.step(_torch_closure(opt, model, X, y))
     state = opt.state_dict()["state"][0]["solver"]
-    assert len(state["global_step"]["memory"]["s"]) == 1
+    # One pair per global L-BFGS step (global_iters of them unless a line search failed).
+    assert 1 <= len(state["global_step"]["memory"]["s"]) == opt.last_info["global_iters"]
     assert state["global_step"]["v"] is not None
     assert set(state["local_solvers"]) == set(range(len(opt.solver.decomposition)))
     assert all(len(sd["memory"]["s"]) > 0 for sd in state["local_solvers"].values())
@@ -164,3 +165,82 @@ def test_tiny_pinn_training_beats_lbfgs_with_the_same_number_of_outer_steps() ->
     # Initial loss 1.55; 6 L-BFGS(3) steps reach ~0.5; the Schwarz methods well below.
     assert results["aspqn"] < 0.3 * loss0 and results["mspqn"] < 0.2 * loss0
     assert results["aspqn"] < 0.9 * results["lbfgs"] and results["mspqn"] < 0.6 * results["lbfgs"]
+
+
+def _tiny_burgers():
+    return problems.get("burgers", n_collocation=120, width=6, depth=3,
+                        reference_options={"n_x": 33, "n_t": 11, "dt": 0.1, "n_quad": 100})
+
+
+@pytest.mark.parametrize("cls", ["MSPQN", "ASPQN"])
+def test_pinn_layer_block_objectives_give_the_same_iterates_at_lower_cost(cls) -> None:
+    from mldd.problems.pinn.prefix import PINNLocalObjectives
+
+    p = _tiny_burgers()
+    runs = {}
+    for name in ("generic", "blocks"):
+        model = p.build_model(seed=3)
+        extra = {"local_objective": PINNLocalObjectives(p, model)} if name == "blocks" else {}
+        opt = getattr(mldd.optim, cls)(model.parameters(), model=model, local_iters=3, **extra)
+        for _ in range(2):
+            opt.step(lambda m=model: p.loss(m))
+        runs[name] = (_flat(model), dict(opt.last_info))
+    torch.testing.assert_close(runs["blocks"][0], runs["generic"][0], rtol=1e-8, atol=1e-10)
+    generic, blocks = runs["generic"][1], runs["blocks"][1]
+    assert generic["local_grad_evals"] == generic["local_n_g"]  # generic: 1 per local gradient
+    # Blocks of a 4-layer net cost (4 − a)/4 of a gradient: on average well below 1.
+    assert 0.25 * blocks["local_n_g"] <= blocks["local_grad_evals"] < 0.8 * blocks["local_n_g"]
+    assert blocks["grad_evals"] == pytest.approx(blocks["global_n_g"] + blocks["local_grad_evals"])
+
+
+def test_resume_with_pinn_block_objectives_is_bit_identical() -> None:
+    from mldd.problems.pinn.prefix import PINNLocalObjectives
+
+    p = _tiny_burgers()
+    model = p.build_model(seed=1)
+
+    def make(m):
+        return mldd.optim.MSPQN(m.parameters(), model=m, local_iters=2, keep_local_memory=True,
+                                memory=5, global_iters=2,
+                                local_objective=PINNLocalObjectives(p, m))
+
+    opt = make(model)
+    for _ in range(2):
+        opt.step(lambda: p.loss(model))
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    for _ in range(2):
+        opt.step(lambda: p.loss(model))
+    model2 = p.build_model(seed=2)
+    model2.load_state_dict(saved_model)
+    opt2 = make(model2)
+    opt2.load_state_dict(saved_opt)
+    for _ in range(2):
+        opt2.step(lambda: p.loss(model2))
+    assert torch.equal(_flat(model2), _flat(model))
+    assert opt2.last_info["grad_evals"] == opt.last_info["grad_evals"]
+
+
+def test_registry_satisfies_local_objective_auto_for_pinns() -> None:
+    from mldd.problems.pinn.prefix import PINNLocalObjectives
+    from mldd.train.methods import MethodError, build_optimizer
+
+    p = _tiny_burgers()
+    model = p.build_model(seed=0)
+    for method in ("aspqn", "mspqn"):
+        opt = build_optimizer(method, model.parameters(), p, {"local_iters": 2},
+                              {"model": model})
+        assert isinstance(opt._local_objective, PINNLocalObjectives)
+        opt = build_optimizer(method, model.parameters(), p,
+                              {"local_iters": 2, "local_objective": "generic"}, {"model": model})
+        assert opt._local_objective is None
+    # No jets on the autograd route, and none for a problem that is not a PINN.
+    p_ad = problems.get("burgers", n_collocation=50, width=6, depth=3, derivatives="autograd")
+    opt = build_optimizer("mspqn", model.parameters(), p_ad, {}, {"model": model})
+    assert opt._local_objective is None
+    reg = problems.get("digits")
+    net = ResidualMLP(64, 10, width=5, depth=2)
+    opt = build_optimizer("aspqn", net.parameters(), reg, {}, {"model": net})
+    assert opt._local_objective is None
+    with pytest.raises(MethodError, match="'auto' or 'generic'"):
+        build_optimizer("mspqn", model.parameters(), p, {"local_objective": "fast"},
+                        {"model": model})

@@ -16,6 +16,7 @@ from mldd.decomposition import (
     SubspaceObjective,
 )
 from mldd.decomposition.executors import owned_round_robin
+from mldd.decomposition.spqn import PAPER_SETTINGS
 from mldd.objective import EvalCounters, FunctionObjective
 from mldd.problems.functions import rosenbrock, rosenbrock_start
 from mldd.solvers import LBFGSConfig, LBFGSSolver
@@ -49,9 +50,11 @@ def _solver(dec: Decomposition, obj=None, **kw) -> SPQNSolver:
 
 
 # ------------------------------------------------------------------------------ identities
-def _reference_iterates(obj, x, outer: int, k_s: int) -> list[torch.Tensor]:
-    """k_s iterations of a fresh L-BFGS (memory 3), then one step of a global L-BFGS (memory 3)."""
-    glob = LBFGSSolver(LBFGSConfig(memory=3))
+def _reference_iterates(obj, x, outer: int, k_s: int, global_iters: int = 1,
+                        memory: int = 3) -> list[torch.Tensor]:
+    """k_s iterations of a fresh L-BFGS (memory 3), then ``global_iters`` steps of a global
+    L-BFGS (memory ``memory``)."""
+    glob = LBFGSSolver(LBFGSConfig(memory=memory))
     out = []
     for _ in range(outer):
         local = LBFGSSolver(LBFGSConfig(memory=3))
@@ -59,7 +62,8 @@ def _reference_iterates(obj, x, outer: int, k_s: int) -> list[torch.Tensor]:
             x = local.iterate(obj, x).x
             if local.stop_reason is not None:
                 break
-        x = glob.iterate(obj, x).x
+        for _ in range(global_iters):
+            x = glob.iterate(obj, x).x
         out.append(x)
     return out
 
@@ -69,12 +73,32 @@ def test_one_subdomain_mspqn_equals_lbfgs_local_then_global_bitwise() -> None:
     obj = FunctionObjective(rosenbrock, n)
     ref = _reference_iterates(obj, rosenbrock_start(n), outer=4, k_s=k_s)
     dec = Decomposition.from_sizes([n])
-    solver = _solver(dec, obj, variant="multiplicative", local_iters=k_s, momentum=0.0)
+    paper = {**PAPER_SETTINGS, "local_iters": k_s, "momentum": 0.0}  # paper's, no momentum
+    solver = _solver(dec, obj, variant="multiplicative", **paper)
     x = rosenbrock_start(n)
     for r in ref:
         x = solver.iterate(obj, x).x
         assert torch.equal(x, r)
     assert float(rosenbrock(x)) < float(rosenbrock(rosenbrock_start(n))) * 0.1
+
+
+def test_global_iters_equal_that_many_global_lbfgs_iterations_bitwise() -> None:
+    # One subdomain, restarted local memory, no momentum: k_s local L-BFGS iterations, then
+    # `global_iters` iterations of one global L-BFGS whose memory persists.
+    n, k_s, j = 6, 3, 3
+    obj = FunctionObjective(rosenbrock, n)
+    ref = _reference_iterates(obj, rosenbrock_start(n), outer=3, k_s=k_s, global_iters=j,
+                              memory=7)
+    solver = _solver(Decomposition.from_sizes([n]), obj, variant="multiplicative",
+                     local_iters=k_s, momentum=0.0, memory=7, global_iters=j,
+                     keep_local_memory=False)
+    x = rosenbrock_start(n)
+    for r in ref:
+        res = solver.iterate(obj, x)
+        x = res.x
+        assert res.info["global_iters"] == j
+        assert torch.equal(x, r)
+    assert len(solver.global_step.memory) == 7  # 3 × 3 pairs, capped at the memory
 
 
 def test_one_subdomain_aspqn_equals_lbfgs_local_then_global() -> None:
@@ -83,7 +107,8 @@ def test_one_subdomain_aspqn_equals_lbfgs_local_then_global() -> None:
     n, k_s = 6, 4
     obj = FunctionObjective(rosenbrock, n)
     ref = _reference_iterates(obj, rosenbrock_start(n), outer=4, k_s=k_s)
-    solver = _solver(Decomposition.from_sizes([n]), obj, local_iters=k_s, momentum=0.0)
+    paper = {**PAPER_SETTINGS, "local_iters": k_s, "momentum": 0.0}  # paper's, no momentum
+    solver = _solver(Decomposition.from_sizes([n]), obj, **paper)
     x = rosenbrock_start(n)
     for r in ref:
         res = solver.iterate(obj, x)
@@ -222,7 +247,7 @@ def test_mspqn_reuses_the_local_end_points_gradient() -> None:
     # beyond the global line search.
     obj = FunctionObjective(rosenbrock, 8)
     solver = _solver(Decomposition.from_sizes([4, 4]), obj, variant="multiplicative",
-                     local_iters=3)
+                     local_iters=3, global_iters=1)
     x = rosenbrock_start(8)
     res = solver.iterate(obj, x)
     assert obj.counters.n_g == 1 + res.info["line_search_evals"]  # f(x_0) + the global search
@@ -249,6 +274,43 @@ def test_a_plugged_local_objective_gives_the_same_iterates() -> None:
             xa, xb = a.iterate(obj, xa).x, b.iterate(obj, xb).x
         torch.testing.assert_close(xa, xb, rtol=1e-9, atol=1e-12)
     assert made[:2] == [0, 1] and len(made) == 12
+
+
+def test_local_gradients_are_weighted_by_their_grad_cost_and_providers_are_bound() -> None:
+    dec = Decomposition.from_sizes([3, 3])
+    seen, made = [], []
+
+    class Provider:
+        def for_decomposition(self, decomposition):
+            seen.append(decomposition)
+
+            def factory(objective, s, x_base, counters):
+                made.append((s, counters.n_g))  # the sweep is sequential: n_g at the start
+                local = SubspaceObjective(objective, x_base, decomposition[s].index,
+                                          counters=counters)
+                local.grad_cost = 0.25 * (s + 1)  # type: ignore[attr-defined]
+                return local
+
+            return factory
+
+    obj = FunctionObjective(rosenbrock, 6)
+    solver = SPQNSolver(SPQNConfig(variant="multiplicative", local_iters=3), dec,
+                        local_objective=Provider(), counters=obj.counters)
+    assert seen == [dec]
+    x = rosenbrock_start(6)
+    for _ in range(2):
+        x = solver.iterate(obj, x).x
+    info = solver.cost()
+    ends = [n for _, n in made[1:]] + [info["local_n_g"]]
+    expected = sum(0.25 * (s + 1) * (end - n0) for (s, n0), end in zip(made, ends, strict=True))
+    assert len(made) == 4 and info["local_n_g"] > 0
+    assert info["local_grad_evals"] == pytest.approx(expected)
+    assert info["grad_evals"] == pytest.approx(info["global_n_g"] + expected
+                                               + info["coarse_n_g"])
+    assert info["n_g"] == info["global_n_g"] + info["local_n_g"] + info["coarse_n_g"]
+    fresh = SPQNSolver(SPQNConfig(variant="multiplicative", local_iters=3), dec)
+    fresh.load_state_dict(solver.state_dict())
+    assert fresh.cost() == info
 
 
 def test_nan_regions_never_reach_the_iterate() -> None:
@@ -361,23 +423,30 @@ def test_serial_and_two_ranks_give_the_same_iterates(combine, overlap) -> None:
     dec = Decomposition.from_sizes([2, 2, 2, 2], overlap=overlap)
 
     def make(ex):
-        return SPQNSolver(SPQNConfig(combine=combine, local_iters=3), dec, executor=ex)
+        # Two global steps per outer iteration: the default 20 solve this problem in two outer
+        # iterations, after which there is nothing left to reduce.
+        return SPQNSolver(SPQNConfig(combine=combine, local_iters=3, global_iters=2), dec,
+                          executor=ex)
 
     x0 = rosenbrock_start(n)
     obj = FunctionObjective(rosenbrock, n)
     serial = make(SerialExecutor())
     x = x0.clone()
+    n_global = 0
     for _ in range(4):
-        x = serial.iterate(obj, x).x
+        res = serial.iterate(obj, x)
+        x, n_global = res.x, n_global + res.info["global_iters"]
+        assert res.info["stop_reason"] is None
     ranks, group = _run_ranks(2, make, rosenbrock, n, x0, outer=4)
     for xr in ranks:
         assert isinstance(xr, torch.Tensor)
         torch.testing.assert_close(xr, x, rtol=1e-10, atol=1e-10)
     assert torch.equal(ranks[0], ranks[1])
     # Per outer iteration: one reduction of the corrections (plus one of the secant model for
-    # "subspace") and one flag per guarded phase (local, combination, [secants], global step).
-    per_iter = {"line_search": 1 + 3, "per_subdomain": 1 + 3, "subspace": 2 + 4}[combine]
-    assert group.n_reduce == 4 * per_iter
+    # "subspace") and one flag per guarded phase (local, combination, [secants]), plus one flag
+    # per global L-BFGS step.
+    per_iter = {"line_search": 1 + 2, "per_subdomain": 1 + 2, "subspace": 2 + 3}[combine]
+    assert group.n_reduce == 4 * per_iter + n_global
 
 
 def test_a_failing_rank_raises_on_every_rank() -> None:

@@ -17,7 +17,12 @@ from torch import Tensor, nn
 
 from mldd import closures
 from mldd.decomposition.executors import Executor
-from mldd.decomposition.spqn import LocalObjectiveFactory, SPQNConfig, SPQNSolver
+from mldd.decomposition.spqn import (
+    LocalObjectiveFactory,
+    LocalObjectiveProvider,
+    SPQNConfig,
+    SPQNSolver,
+)
 from mldd.decomposition.subdomains import Decomposition, Subdomain
 from mldd.decomposition.two_level import bias_space, first_layers_space
 from mldd.optim.base import FlatOptimizer, Solver
@@ -26,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 DecompositionSpec = str | Decomposition | Callable[[Any], Decomposition]
 CoarseSpec = str | Subdomain | Tensor | Callable[[nn.Module], Subdomain]
+LocalObjective = LocalObjectiveFactory | LocalObjectiveProvider
 
 
 class _SPQN(FlatOptimizer):
@@ -37,7 +43,7 @@ class _SPQN(FlatOptimizer):
                  model: nn.Module | None, decomposition: DecompositionSpec,
                  blocks: int | list[int] | None, overlap: int, weights: str,
                  two_level: bool, coarse: CoarseSpec, executor: Executor | None,
-                 local_objective: LocalObjectiveFactory | None, config: SPQNConfig) -> None:
+                 local_objective: LocalObjective | None, config: SPQNConfig) -> None:
         if model is not None and not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         self._model = model
@@ -158,25 +164,38 @@ _COMMON_ARGS = """
             (contiguous blocks), or a list of layer counts.
         overlap: for ``"layers"``: layers shared with each neighbour (default 0).
         weights: overlap weighting, ``"multiplicity"`` (default) or ``"restricted"``.
-        local_iters: ``k_s`` (50 [KKKK24]).
+        local_iters: ``k_s`` (default 3; 50 [KKKK24]).
         local_memory: local L-BFGS memory (3 [KKKK24]).
         keep_local_memory: keep each subdomain's (and the coarse) L-BFGS memory between outer
-            iterations instead of restarting it (default False, the paper's restart).
-        memory: global L-BFGS memory (3 [KKKK24]).
+            iterations instead of restarting it (default True; False is the paper's restart).
+        memory: global L-BFGS memory (default 50; 3 [KKKK24]).
         momentum: ``β`` in ``v ← βv + (1−β)p`` on the global direction (0.1, the group's
             ``μ = 0.9``; 0 disables it).
         global_step: take the global L-BFGS step (default True).
+        global_iters: global L-BFGS steps per outer iteration (default 20; 1 [KKKK24]).
         two_level: add the coarse step before the local phase [LKK24] (default False).
         coarse: the coarse space: ``"biases"`` (default), ``"first_layers"``, a
             :class:`~mldd.decomposition.Subdomain`, an index tensor, or ``model -> Subdomain``.
         coarse_iters: L-BFGS iterations of the coarse step (3).
-        local_objective: ``(objective, s, x_base, counters) -> Objective`` for subdomain ``s``
-            (default: the full loss restricted to the subdomain); plug in a cheaper evaluation.
+        local_objective: ``(objective, s, x_base, counters) -> Objective`` for subdomain ``s``,
+            or an object with ``for_decomposition(decomposition)`` returning one (default
+            ``None``: the full loss restricted to the subdomain); plug in a cheaper evaluation.
+            For PINNs, :class:`mldd.problems.pinn.prefix.PINNLocalObjectives` caches the
+            frozen layers before each layer block (``mldd train`` passes it automatically:
+            method option ``local_objective="auto"``).
         c1, c2, max_ls: strong-Wolfe constants (1e-4, 0.9) and budget (25) of every search.
         tolerance_grad, tolerance_change: global stopping tests (1e-7, 1e-9).
         local_tolerance_grad, local_tolerance_change: local stopping tests (1e-7, 1e-9).
         curvature_eps: L-BFGS pair-skipping threshold (1e-10).
         reuse_evaluations: reuse the last global evaluation at the next step (True).
+"""
+
+_DEFAULTS_NOTE = """
+    Defaults are mldd's tuned settings, not the paper's: ``local_iters=3``,
+    ``keep_local_memory=True``, ``memory=50``, ``global_iters=20`` (measured side by side on
+    Burgers, see :class:`mldd.decomposition.spqn.SPQNConfig`). The paper's settings [KKKK24]
+    are ``local_iters=50, keep_local_memory=False, memory=3, global_iters=1``
+    (``**mldd.decomposition.spqn.PAPER_SETTINGS``).
 """
 
 _ADDITIVE_ARGS = """        combine: ``"line_search"`` (default, the paper: one step length along
@@ -194,16 +213,16 @@ class ASPQN(_SPQN):
 
     One :meth:`step` = one outer iteration: every subdomain runs ``local_iters`` L-BFGS
     iterations from the current point (in parallel across ranks with a distributed executor),
-    the corrections are combined (``combine``), and one global L-BFGS step with memory 3 follows.
+    the corrections are combined (``combine``), and ``global_iters`` global L-BFGS steps follow.
     The closure is a plain ``closure() -> loss`` and may call ``backward()``.
-
+""" + _DEFAULTS_NOTE + """
     Args:""" + _COMMON_ARGS + _ADDITIVE_ARGS + """
     After each step :attr:`last_info` reports the loss, the combination weights
     (``combine_weights``), the global step length, the local iterations, and the global
     (``n_f``, ``n_g``), local (``local_n_f``, ``local_n_g``) and coarse evaluation counts.
 
     Example:
-        >>> opt = mldd.optim.ASPQN(model.parameters(), model=model, local_iters=10)
+        >>> opt = mldd.optim.ASPQN(model.parameters(), model=model)
         >>> for _ in range(100):
         ...     opt.step(lambda: problem.loss(model))
 
@@ -217,12 +236,13 @@ class ASPQN(_SPQN):
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], *,
                  model: nn.Module | None = None, decomposition: DecompositionSpec = "layers",
                  blocks: int | list[int] | None = None, overlap: int = 0,
-                 weights: str = "multiplicity", local_iters: int = 50, local_memory: int = 3,
-                 keep_local_memory: bool = False, combine: str = "line_search",
-                 subspace_iters: int = 1, memory: int = 3, momentum: float = 0.1,
-                 global_step: bool = True, two_level: bool = False, coarse: CoarseSpec = "biases",
+                 weights: str = "multiplicity", local_iters: int = 3, local_memory: int = 3,
+                 keep_local_memory: bool = True, combine: str = "line_search",
+                 subspace_iters: int = 1, memory: int = 50, momentum: float = 0.1,
+                 global_step: bool = True, global_iters: int = 20, two_level: bool = False,
+                 coarse: CoarseSpec = "biases",
                  coarse_iters: int = 3, executor: Executor | None = None,
-                 local_objective: LocalObjectiveFactory | None = None, c1: float = 1e-4,
+                 local_objective: LocalObjective | None = None, c1: float = 1e-4,
                  c2: float = 0.9, max_ls: int = 25, tolerance_grad: float = 1e-7,
                  tolerance_change: float = 1e-9, local_tolerance_grad: float = 1e-7,
                  local_tolerance_change: float = 1e-9, curvature_eps: float = 1e-10,
@@ -230,7 +250,8 @@ class ASPQN(_SPQN):
         config = SPQNConfig(
             variant="additive", local_iters=local_iters, local_memory=local_memory,
             keep_local_memory=keep_local_memory, combine=combine, subspace_iters=subspace_iters,
-            memory=memory, momentum=momentum, global_step=global_step, coarse_iters=coarse_iters,
+            memory=memory, momentum=momentum, global_step=global_step, global_iters=global_iters,
+            coarse_iters=coarse_iters,
             c1=c1, c2=c2, max_ls=max_ls, tolerance_grad=tolerance_grad,
             tolerance_change=tolerance_change, local_tolerance_grad=local_tolerance_grad,
             local_tolerance_change=local_tolerance_change, curvature_eps=curvature_eps,
@@ -244,13 +265,13 @@ class MSPQN(_SPQN):
     __doc__ = """Multiplicative Schwarz-preconditioned L-BFGS (MSPQN) [KKKK24] — no learning rate.
 
     One :meth:`step` = one outer iteration: a Gauss–Seidel sweep over the subdomains (each runs
-    ``local_iters`` L-BFGS iterations starting where the previous one ended), then one global
-    L-BFGS step with memory 3. Runs in one process. The closure is a plain ``closure() -> loss``
-    and may call ``backward()``.
-
+    ``local_iters`` L-BFGS iterations starting where the previous one ended), then
+    ``global_iters`` global L-BFGS steps. Runs in one process. The closure is a plain
+    ``closure() -> loss`` and may call ``backward()``.
+""" + _DEFAULTS_NOTE + """
     Args:""" + _COMMON_ARGS + """
     Example:
-        >>> opt = mldd.optim.MSPQN(model.parameters(), model=model, local_iters=10)
+        >>> opt = mldd.optim.MSPQN(model.parameters(), model=model)
         >>> for _ in range(100):
         ...     opt.step(lambda: problem.loss(model))
 
@@ -264,10 +285,11 @@ class MSPQN(_SPQN):
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], *,
                  model: nn.Module | None = None, decomposition: DecompositionSpec = "layers",
                  blocks: int | list[int] | None = None, overlap: int = 0,
-                 weights: str = "multiplicity", local_iters: int = 50, local_memory: int = 3,
-                 keep_local_memory: bool = False, memory: int = 3, momentum: float = 0.1,
-                 global_step: bool = True, two_level: bool = False, coarse: CoarseSpec = "biases",
-                 coarse_iters: int = 3, local_objective: LocalObjectiveFactory | None = None,
+                 weights: str = "multiplicity", local_iters: int = 3, local_memory: int = 3,
+                 keep_local_memory: bool = True, memory: int = 50, momentum: float = 0.1,
+                 global_step: bool = True, global_iters: int = 20, two_level: bool = False,
+                 coarse: CoarseSpec = "biases",
+                 coarse_iters: int = 3, local_objective: LocalObjective | None = None,
                  c1: float = 1e-4, c2: float = 0.9, max_ls: int = 25,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
                  local_tolerance_grad: float = 1e-7, local_tolerance_change: float = 1e-9,
@@ -275,7 +297,8 @@ class MSPQN(_SPQN):
         config = SPQNConfig(
             variant="multiplicative", local_iters=local_iters, local_memory=local_memory,
             keep_local_memory=keep_local_memory, memory=memory, momentum=momentum,
-            global_step=global_step, coarse_iters=coarse_iters, c1=c1, c2=c2, max_ls=max_ls,
+            global_step=global_step, global_iters=global_iters, coarse_iters=coarse_iters,
+            c1=c1, c2=c2, max_ls=max_ls,
             tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
             local_tolerance_grad=local_tolerance_grad,
             local_tolerance_change=local_tolerance_change, curvature_eps=curvature_eps,

@@ -518,15 +518,38 @@ def _with_model(cls_name: str) -> Builder:
             from mldd.train.launch import current_executor
 
             kw["executor"] = current_executor()
+        if cls_name in ("ASPQN", "MSPQN"):
+            kw["local_objective"] = _schwarz_local_objective(
+                cls_name, kw.get("local_objective"), problem, model)
         return _mldd_optimizer(cls_name, params, kw)
 
     return build
 
 
+def _schwarz_local_objective(cls_name: str, choice: Any, problem: Problem, model: Any) -> Any:
+    """The ``local_objective`` of ASPQN/MSPQN for the option value ``choice``.
+
+    ``"auto"`` (the registry default): the PINN layer-block objectives with cached prefix
+    (:func:`mldd.problems.pinn.prefix.pinn_local_objectives`) when the problem and model allow
+    them, else the generic restriction; ``"generic"`` (or unset): always the generic one; a
+    callable or provider object is passed through.
+    """
+    if choice is None or choice == "generic":
+        return None
+    if choice == "auto":
+        from mldd.problems.pinn.prefix import pinn_local_objectives
+
+        return pinn_local_objectives(problem, model)
+    if isinstance(choice, str):
+        raise MethodError(f"method {cls_name.lower()!r}: option 'local_objective' must be "
+                          f"'auto' or 'generic', got {choice!r}")
+    return choice
+
+
 register_method(
     "aspqn",
     _with_model("ASPQN"),
-    defaults={"decomposition": "layers", "local_iters": 50, "combine": "line_search"},
+    defaults={"decomposition": "layers", "combine": "line_search", "local_objective": "auto"},
     full_batch=True,
     description="mldd.optim.ASPQN: additive Schwarz-preconditioned L-BFGS, one subdomain per "
     "layer [KKKK24]",
@@ -536,7 +559,7 @@ register_method(
 register_method(
     "mspqn",
     _with_model("MSPQN"),
-    defaults={"decomposition": "layers", "local_iters": 50},
+    defaults={"decomposition": "layers", "local_objective": "auto"},
     full_batch=True,
     description="mldd.optim.MSPQN: multiplicative Schwarz-preconditioned L-BFGS [KKKK24]",
     extra_options=_kwonly("MSPQN"),

@@ -221,10 +221,11 @@ SUITES: dict[str, dict[str, Any]] = {
         "quick": {"budget_factor": 10, "problem_options": {}},
     },
     "multilevel": {
-        "description": "issue 5: RMTR (collocation/data and depth hierarchies) against single-level "
-        "TrustRegion, Adam and SGD on Burgers and Allen–Cahn (residual network 20×9, 10,000 points) "
-        "and on digits (residual 16×33) and MNIST-5k (residual 32×9), float64; MOFFO against an "
-        "AdaGrad lr grid with mini-batches of 64 on digits; 240 s, 2 seeds",
+        "description": "issue 5: RMTR (collocation/data and depth hierarchies) against "
+        "single-level TrustRegion, Adam and SGD on Burgers and Allen–Cahn (residual network "
+        "20×9, 10,000 points) and on digits (residual 16×33) and MNIST-5k (residual 32×9), "
+        "float64; MOFFO against an AdaGrad lr grid with mini-batches of 64 on digits; "
+        "240 s, 2 seeds",
         "budget_s": 240.0,
         "seeds": 2,
         "threads": 2,
