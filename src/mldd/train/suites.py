@@ -186,6 +186,11 @@ SUITES: dict[str, dict[str, Any]] = {
                     _TORCH_H50,
                     {"label": "lbfgs", "method": "lbfgs", "options": {}},
                     _MSPQN,
+                    # The paper's settings [KKKK24]: 50 local iterations, restarted local
+                    # memories, global memory 3, one global step per sweep.
+                    {"label": "mspqn-paper", "method": "mspqn",
+                     "options": {"local_iters": 50, "keep_local_memory": False, "memory": 3,
+                                 "global_iters": 1}},
                     _ASPQN,
                     {**_ASPQN, "label": "aspqn-2proc", "nproc": 2},
                     _APTS,
