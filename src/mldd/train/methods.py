@@ -509,7 +509,9 @@ def _with_model(cls_name: str) -> Builder:
         if model is not None:
             kw["model"] = model
         accepted = _kwonly(cls_name)()
-        if "n_rows" in accepted and kw.get("n_rows") is None:
+        wants_rows = "data" in str(kw.get("decomposition", "")) or "data" in str(
+            kw.get("coarsen", ""))
+        if "n_rows" in accepted and kw.get("n_rows") is None and wants_rows:
             # Data hierarchies and data shards index the rows of the batch; full-batch runs
             # know the count up front (mini-batch runs read it from the closure).
             with contextlib.suppress(NotImplementedError):
