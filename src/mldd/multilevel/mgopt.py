@@ -51,6 +51,7 @@ from mldd.multilevel.batch_schedule import BatchSchedule
 from mldd.multilevel.coarse_models import COARSE_MODELS, CoarseModel, build_coarse_model
 from mldd.multilevel.problem import (
     DESCENT_REFERENCES,
+    CycleCounters,
     MultilevelProblem,
     descent_test,
     per_level_configs,
@@ -235,7 +236,7 @@ class MGOptConfig:
             raise ValueError(f"hybrid_gamma must lie in [0, 1], got {self.hybrid_gamma!r}")
 
 
-class MGOptSolver:
+class MGOptSolver(CycleCounters):
     """MG/OPT cycles on a :class:`~mldd.multilevel.problem.MultilevelProblem`.
 
     Args:
@@ -488,31 +489,16 @@ class MGOptSolver:
         """All state: every level's smoother and cached evaluation, counters, schedule."""
         return {
             "config": asdict(self.config),
-            "n_levels": self.n_levels,
             "smoothers": [s.state_dict() for s in self.smoothers],
             "caches": [c.state_dict() for c in self.caches],
-            "n_cycles": self.n_cycles,
-            "n_coarse_accepted": self.n_coarse_accepted,
-            "n_coarse_rejected": self.n_coarse_rejected,
-            "n_coarse_skipped": self.n_coarse_skipped,
-            "stop_reason": self.stop_reason,
-            "batch_schedule": (None if self.batch_schedule is None
-                               else self.batch_schedule.state_dict()),
+            **self._counters_state(),
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
-        if int(d["n_levels"]) != self.n_levels:
-            raise ValueError(f"state_dict is for {d['n_levels']} levels, this solver has "
-                             f"{self.n_levels}")
+        self._check_levels(d)
         for s, sd in zip(self.smoothers, d["smoothers"], strict=True):
             s.load_state_dict(sd)
         for c, cd in zip(self.caches, d["caches"], strict=True):
             c.load_state_dict(cd)
-        self.n_cycles = int(d["n_cycles"])
-        self.n_coarse_accepted = int(d["n_coarse_accepted"])
-        self.n_coarse_rejected = int(d["n_coarse_rejected"])
-        self.n_coarse_skipped = int(d["n_coarse_skipped"])
-        self.stop_reason = d["stop_reason"]
-        if self.batch_schedule is not None and d.get("batch_schedule") is not None:
-            self.batch_schedule.load_state_dict(d["batch_schedule"])
+        self._load_counters_state(d)

@@ -167,3 +167,45 @@ def per_level_configs(config: C, n_levels: int, options: Sequence[Mapping[str, A
                              + ", ".join(allowed))
         out.append(replace(config, **dict(opts)) if opts else config)  # type: ignore[type-var]
     return out
+
+
+class CycleCounters:
+    """The bookkeeping every cycle solver (RMTR, MG/OPT) checkpoints the same way.
+
+    Subclasses set ``n_levels``, ``n_cycles``, ``n_coarse_accepted``, ``n_coarse_rejected``,
+    ``n_coarse_skipped``, ``stop_reason`` and ``batch_schedule`` (or ``None``).
+    """
+
+    n_levels: int
+    n_cycles: int
+    n_coarse_accepted: int
+    n_coarse_rejected: int
+    n_coarse_skipped: int
+    stop_reason: str | None
+    batch_schedule: Any
+
+    def _counters_state(self) -> dict[str, Any]:
+        return {
+            "n_levels": self.n_levels,
+            "n_cycles": self.n_cycles,
+            "n_coarse_accepted": self.n_coarse_accepted,
+            "n_coarse_rejected": self.n_coarse_rejected,
+            "n_coarse_skipped": self.n_coarse_skipped,
+            "stop_reason": self.stop_reason,
+            "batch_schedule": (None if self.batch_schedule is None
+                               else self.batch_schedule.state_dict()),
+        }
+
+    def _check_levels(self, d: Mapping[str, Any]) -> None:
+        if int(d["n_levels"]) != self.n_levels:
+            raise ValueError(f"state_dict is for {d['n_levels']} levels, this solver has "
+                             f"{self.n_levels}")
+
+    def _load_counters_state(self, d: Mapping[str, Any]) -> None:
+        self.n_cycles = int(d["n_cycles"])
+        self.n_coarse_accepted = int(d["n_coarse_accepted"])
+        self.n_coarse_rejected = int(d["n_coarse_rejected"])
+        self.n_coarse_skipped = int(d["n_coarse_skipped"])
+        self.stop_reason = d["stop_reason"]
+        if self.batch_schedule is not None and d.get("batch_schedule") is not None:
+            self.batch_schedule.load_state_dict(d["batch_schedule"])

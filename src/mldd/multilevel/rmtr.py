@@ -101,6 +101,7 @@ from mldd.multilevel.batch_schedule import BatchSchedule
 from mldd.multilevel.coarse_models import COARSE_MODELS, CoarseModel, build_coarse_model
 from mldd.multilevel.problem import (
     DESCENT_REFERENCES,
+    CycleCounters,
     MultilevelProblem,
     descent_test,
     per_level_configs,
@@ -323,7 +324,7 @@ class _CycleLog:
     skip_reasons: list[str] = field(default_factory=list)
 
 
-class RMTRSolver:
+class RMTRSolver(CycleCounters):
     """RMTR cycles on a :class:`~mldd.multilevel.problem.MultilevelProblem` (module docstring).
 
     Args:
@@ -604,32 +605,17 @@ class RMTRSolver:
         """All state: every level's solver (radius, memory, cache), counters, schedule."""
         return {
             "config": asdict(self.config),
-            "n_levels": self.n_levels,
             "solvers": [s.state_dict() for s in self.solvers],
-            "n_cycles": self.n_cycles,
-            "n_coarse_accepted": self.n_coarse_accepted,
-            "n_coarse_rejected": self.n_coarse_rejected,
-            "n_coarse_skipped": self.n_coarse_skipped,
             "correction_radii": list(self.correction_radii),
-            "stop_reason": self.stop_reason,
-            "batch_schedule": (None if self.batch_schedule is None
-                               else self.batch_schedule.state_dict()),
+            **self._counters_state(),
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` (the solver must have the same number of levels)."""
-        if int(d["n_levels"]) != self.n_levels:
-            raise ValueError(f"state_dict is for {d['n_levels']} levels, this solver has "
-                             f"{self.n_levels}")
+        self._check_levels(d)
         for s, sd in zip(self.solvers, d["solvers"], strict=True):
             s.load_state_dict(sd)
-        self.n_cycles = int(d["n_cycles"])
-        self.n_coarse_accepted = int(d["n_coarse_accepted"])
-        self.n_coarse_rejected = int(d["n_coarse_rejected"])
-        self.n_coarse_skipped = int(d["n_coarse_skipped"])
         # checkpoints written before the option existed: corrections shared the fine radius
         radii = d.get("correction_radii") or [s.radius for s in self.solvers]
         self.correction_radii = [float(r) for r in radii]
-        self.stop_reason = d["stop_reason"]
-        if self.batch_schedule is not None and d.get("batch_schedule") is not None:
-            self.batch_schedule.load_state_dict(d["batch_schedule"])
+        self._load_counters_state(d)
