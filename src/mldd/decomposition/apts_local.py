@@ -415,4 +415,5 @@ class EvaluatorObjective(Objective):
         return torch.tensor(ev.f, dtype=self.dtype, device=self.device), ev.g
 
     def _linearize(self, x: Tensor) -> tuple[Tensor, Tensor, MatVec]:
-        raise NotImplementedError("APTS's global pass uses quasi-Newton models only")
+        raise ValueError("the global objective of APTS with data shards offers no exact "
+                         "Hessian-vector products; use hessian='lsr1' (default) or 'lbfgs'")
