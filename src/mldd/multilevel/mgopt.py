@@ -36,7 +36,6 @@ References:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -48,7 +47,7 @@ from torch.optim import Optimizer
 from mldd.globalization.line_search import strong_wolfe
 from mldd.linalg.flat import all_finite
 from mldd.multilevel.batch_schedule import BatchSchedule
-from mldd.multilevel.coarse_models import COARSE_MODELS, CoarseModel, build_coarse_model
+from mldd.multilevel.coarse_models import COARSE_MODELS
 from mldd.multilevel.problem import (
     DESCENT_REFERENCES,
     CycleCounters,
@@ -254,6 +253,8 @@ class MGOptSolver(CycleCounters):
     absent and ``"loss_start"`` is the last loss seen.
     """
 
+    label = "MG/OPT"
+
     def __init__(self, config: MGOptConfig, smoothers: Sequence[Smoother],
                  batch_schedule: BatchSchedule | None = None,
                  level_options: Sequence[Mapping[str, Any]] | None = None) -> None:
@@ -352,17 +353,6 @@ class MGOptSolver(CycleCounters):
             self._log["coarse_skipped"] += 1
             self._log.setdefault("skip_reasons", []).append(reason)
         return None
-
-    def _build_model(self, level: int, base: Objective, x_c0: Tensor, g_r: Tensor,
-                     f: float) -> CoarseModel | None:
-        cfg = self.config
-        try:
-            return build_coarse_model(cfg.coarse_model, base, x_c0, g_r, f,
-                                      gamma=cfg.hybrid_gamma, zeroth_order=cfg.zeroth_order)
-        except ValueError as err:
-            warnings.warn(f"MG/OPT: no coarse correction from level {level}: {err}",
-                          RuntimeWarning, stacklevel=4)
-            return None
 
     def _coarse_correction(self, level: int, h: Objective, x: Tensor) -> Tensor:
         cfg = self.config

@@ -16,6 +16,7 @@ gradients), ``Π`` injection (fine → coarse iterates), ``κ_g`` the descent-te
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from mldd.multilevel.coarse_models import CoarseModel, build_coarse_model
 from mldd.multilevel.transfers import Transfer
 from mldd.objective import EvalCounters, Objective
 
@@ -170,11 +172,16 @@ def per_level_configs(config: C, n_levels: int, options: Sequence[Mapping[str, A
 
 
 class CycleCounters:
-    """The bookkeeping every cycle solver (RMTR, MG/OPT) checkpoints the same way.
+    """What every cycle solver (RMTR, MG/OPT) shares: its checkpointed bookkeeping and the
+    construction of the coherent coarse model.
 
-    Subclasses set ``n_levels``, ``n_cycles``, ``n_coarse_accepted``, ``n_coarse_rejected``,
-    ``n_coarse_skipped``, ``stop_reason`` and ``batch_schedule`` (or ``None``).
+    Subclasses set ``label`` (for messages), ``config`` (with ``coarse_model``,
+    ``hybrid_gamma``, ``zeroth_order``), ``n_levels``, ``n_cycles``, ``n_coarse_accepted``,
+    ``n_coarse_rejected``, ``n_coarse_skipped``, ``stop_reason`` and ``batch_schedule``.
     """
+
+    label: str
+    config: Any
 
     n_levels: int
     n_cycles: int
@@ -183,6 +190,19 @@ class CycleCounters:
     n_coarse_skipped: int
     stop_reason: str | None
     batch_schedule: Any
+
+    def _build_model(self, level: int, base: Objective, x_c0: Tensor, g_r: Tensor,
+                     f: float) -> CoarseModel | None:
+        """The coarse model of the configured kind, or ``None`` (with a warning) when it
+        cannot be built at this point (e.g. a multiplicative model with ``f_c0 ≈ 0``)."""
+        cfg = self.config
+        try:
+            return build_coarse_model(cfg.coarse_model, base, x_c0, g_r, f,
+                                      gamma=cfg.hybrid_gamma, zeroth_order=cfg.zeroth_order)
+        except ValueError as err:
+            warnings.warn(f"{self.label}: no coarse correction from level {level}: {err}",
+                          RuntimeWarning, stacklevel=4)
+            return None
 
     def _counters_state(self) -> dict[str, Any]:
         return {

@@ -89,7 +89,6 @@ References:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -98,7 +97,7 @@ import torch
 from torch import Tensor
 
 from mldd.multilevel.batch_schedule import BatchSchedule
-from mldd.multilevel.coarse_models import COARSE_MODELS, CoarseModel, build_coarse_model
+from mldd.multilevel.coarse_models import COARSE_MODELS
 from mldd.multilevel.problem import (
     DESCENT_REFERENCES,
     CycleCounters,
@@ -341,6 +340,8 @@ class RMTRSolver(CycleCounters):
             ``"correction"``) — for instrumentation and tests.
     """
 
+    label = "RMTR"
+
     def __init__(self, config: RMTRConfig, n_levels: int,
                  batch_schedule: BatchSchedule | None = None,
                  level_options: Sequence[Mapping[str, Any]] | None = None) -> None:
@@ -457,17 +458,6 @@ class RMTRSolver(CycleCounters):
         if level == self.n_levels - 1:
             self._log.coarse_skipped += 1
             self._log.skip_reasons.append(reason)
-
-    def _build_model(self, level: int, base: Objective, x_c0: Tensor, g_r: Tensor,
-                     f: float) -> CoarseModel | None:
-        cfg = self.config
-        try:
-            return build_coarse_model(cfg.coarse_model, base, x_c0, g_r, f,
-                                      gamma=cfg.hybrid_gamma, zeroth_order=cfg.zeroth_order)
-        except ValueError as err:
-            warnings.warn(f"RMTR: no coarse correction from level {level}: {err}",
-                          RuntimeWarning, stacklevel=4)
-            return None
 
     def _coarse_correction(self, level: int, h: Objective, x: Tensor,
                            region: FineRegion | None) -> tuple[Tensor, bool]:
