@@ -1,5 +1,5 @@
 # The two set-up commands of the README:
-#   make bench   installs what is missing, then runs the default benchmark
+#   make bench   installs what is missing, then runs `mldd bench paper --quick` (about 6 minutes)
 #   make test    installs what is missing, then runs the test suite
 PY ?= python3
 VENV ?= .venv
@@ -22,10 +22,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/mldd bench default --out benchmarks/results/latest
+	$(BIN)/mldd bench paper --quick --out benchmarks/results/latest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy
 
 clean:

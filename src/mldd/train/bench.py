@@ -79,6 +79,7 @@ def run_suite(
     problems: list[str] | None = None,
     methods: list[str] | None = None,
     reuse: bool = False,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Run a suite and write ``out/bench.json``, ``out/report.md`` and plots.
 
@@ -88,7 +89,7 @@ def run_suite(
         budget_s: per-run budget overriding the suite's.
         seeds: number of seeds overriding the suite's.
         quick: divide budgets by ``quick.budget_factor`` and apply ``quick.problem_options``.
-        progress: per-run progress display.
+        progress: per-run progress display (only when runs go one at a time).
         plots: write PNG plots.
         on_run: called with each run record as it finishes.
         problems: run only these problems of the suite (default: all).
@@ -96,12 +97,15 @@ def run_suite(
         reuse: keep the result of a run whose directory already holds a ``summary.json`` written
             for exactly the same resolved config (so an interrupted or extended suite re-runs
             only what is missing).
+        jobs: runs at a time (default: the suite's ``jobs``, else 1). With ``jobs > 1`` the
+            single-process runs go to a pool of ``jobs`` worker processes, each run pinned to
+            the suite's ``threads``; choose ``jobs × threads ≤ cores`` so that runs do not
+            compete for a core. Multi-process entries (``nproc > 1``) run afterwards, alone.
 
     Returns:
         The bench index (what ``bench.json`` holds).
     """
     import mldd.problems  # noqa: F401  (registers the problems)
-    from mldd.train.run import train
 
     name = suite if isinstance(suite, str) else suite.get("name", "custom")
     spec = get_suite(suite) if isinstance(suite, str) else dict(suite)
@@ -109,85 +113,58 @@ def run_suite(
     if problems is not None or methods is not None:
         spec = filter_suite(spec, problems, methods)
     quick_cfg = spec.get("quick") if quick else None
-    budget = float(budget_s if budget_s is not None else spec["budget_s"])
-    if quick_cfg:
-        budget /= float(quick_cfg.get("budget_factor", 10))
-    n_seeds = int(seeds if seeds is not None else spec.get("seeds", 1))
-    log_every = float(spec.get("log_every") or min(2.0, max(0.05, budget / 50.0)))
+    factor = float(quick_cfg.get("budget_factor", 10)) if quick_cfg else 1.0
+    budget = float(budget_s if budget_s is not None else spec["budget_s"]) / factor
+    n_seeds = int(seeds if seeds is not None
+                  else (quick_cfg or {}).get("seeds", spec.get("seeds", 1)))
+    n_jobs = int(jobs if jobs is not None else spec.get("jobs", 1))
+    if n_jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {n_jobs}")
+    every = (quick_cfg or {}).get("log_every") or spec.get("log_every")
+    log_every = float(every) if every else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    records: list[dict[str, Any]] = []
-    problems_cache: dict[str, Any] = {}
     t_start = time.time()
-    for gi, group in enumerate(spec["groups"]):
-        runs = expand_methods(group["methods"])
-        for pname, poptions in group["problems"].items():
-            popts = _problem_options(pname, poptions or {}, quick_cfg)
-            for seed in range(n_seeds):
-                for entry in runs:
-                    dtype = entry.get("dtype", spec.get("dtype"))
-                    run_dir = out / "runs" / _safe(pname) / _safe(entry["label"]) / f"seed{seed}"
-                    cfg = RunConfig(
-                        problem=ComponentConfig(pname, dict(popts)),
-                        method=ComponentConfig(entry["method"], dict(entry.get("options") or {})),
-                        budget_s=budget,
-                        seed=seed,
-                        threads=int(spec.get("threads", 2)),
-                        dtype=dtype,
-                        log_every=log_every,
-                        out=str(run_dir),
-                    )
-                    rec: dict[str, Any] = {
-                        "group": gi,
-                        "problem": pname,
-                        "label": entry["label"],
-                        "group_label": entry["group_label"],
-                        "method": entry["method"],
-                        "options": entry.get("options") or {},
-                        "dtype": dtype,
-                        "seed": seed,
-                        "dir": str(run_dir.relative_to(out)),
-                    }
-                    key = json.dumps([pname, popts, dtype], sort_keys=True, default=str)
-                    previous = _finished_run(run_dir, cfg) if reuse else None
-                    if previous is not None:
-                        rec["summary"], rec["error"] = previous, None
-                        records.append(rec)
-                        if on_run is not None:
-                            on_run(rec)
-                        continue
-                    try:
-                        from mldd.train.run import build_problem
+    group_budgets = [budget if budget_s is not None else float(g.get("budget_s", budget * factor))
+                     / factor for g in spec["groups"]]
+    plan = _plan(spec, out, group_budgets, n_seeds, log_every, quick_cfg)
+    records: list[dict[str, Any]] = [rec for rec, _, _ in plan]
 
-                        if key not in problems_cache:
-                            problems_cache[key] = build_problem(cfg)
-                        nproc = int(entry.get("nproc", 1))
-                        if nproc > 1:
-                            rec["summary"] = _train_processes(cfg, nproc)
-                        else:
-                            outcome = train(
-                                cfg,
-                                progress=progress,
-                                plots=False,
-                                problem=problems_cache[key],
-                                label=f"{pname}/{entry['label']}/s{seed}",
-                            )
-                            rec["summary"] = outcome.summary
-                        rec["error"] = None
-                    except Exception as exc:  # a failing method must not end the suite
-                        logger.warning(
-                            "run %s/%s seed %d failed: %s", pname, entry["label"], seed, exc
-                        )
-                        rec["summary"] = None
-                        rec["error"] = f"{type(exc).__name__}: {exc}"
-                    records.append(rec)
-                    if on_run is not None:
-                        on_run(rec)
+    def finish(rec: dict[str, Any], summary: dict[str, Any] | None, error: str | None) -> None:
+        rec["summary"], rec["error"] = summary, error
+        if error is not None:
+            logger.warning("run %s/%s seed %d failed: %s", rec["problem"], rec["label"],
+                           rec["seed"], error)
+        if on_run is not None:
+            on_run(rec)
+
+    todo: list[tuple[dict[str, Any], RunConfig, int]] = []
+    for rec, cfg, nproc in plan:
+        previous = _finished_run(Path(cfg.out), cfg) if reuse else None
+        if previous is not None:
+            finish(rec, previous, None)
+        else:
+            todo.append((rec, cfg, nproc))
+    single = [t for t in todo if t[2] == 1]
+    multi = [t for t in todo if t[2] > 1]
+    if n_jobs > 1 and len(single) > 1:
+        _run_pool(single, n_jobs, finish)
+    else:
+        for rec, cfg, _ in single:
+            label = f"{rec['problem']}/{rec['label']}/s{rec['seed']}"
+            finish(rec, *_run_one(cfg, progress, label))
+    for rec, cfg, nproc in multi:
+        try:
+            finish(rec, _train_processes(cfg, nproc), None)
+        except Exception as exc:  # a failing method must not end the suite
+            finish(rec, None, f"{type(exc).__name__}: {exc}")
     index = {
         "suite": name,
         "spec": spec,
         "budget_s": budget,
+        "group_budgets_s": group_budgets,
         "seeds": n_seeds,
+        "jobs": n_jobs,
         "quick": quick,
         "started": t_start,
         "elapsed_s": time.time() - t_start,
@@ -202,6 +179,100 @@ def run_suite(
 
         plot_bench(out)
     return index
+
+
+def _plan(
+    spec: dict[str, Any],
+    out: Path,
+    budgets: list[float],
+    n_seeds: int,
+    log_every: float | None,
+    quick_cfg: dict[str, Any] | None,
+) -> list[tuple[dict[str, Any], RunConfig, int]]:
+    """Every run of the suite in order: (record, config, processes)."""
+    plan: list[tuple[dict[str, Any], RunConfig, int]] = []
+    for gi, group in enumerate(spec["groups"]):
+        runs = expand_methods(group["methods"])
+        for pname, poptions in group["problems"].items():
+            popts = _problem_options(pname, poptions or {}, quick_cfg)
+            for seed in range(n_seeds):
+                for entry in runs:
+                    dtype = entry.get("dtype", spec.get("dtype"))
+                    run_dir = out / "runs" / _safe(pname) / _safe(entry["label"]) / f"seed{seed}"
+                    cfg = RunConfig(
+                        problem=ComponentConfig(pname, dict(popts)),
+                        method=ComponentConfig(entry["method"], dict(entry.get("options") or {})),
+                        budget_s=budgets[gi],
+                        seed=seed,
+                        threads=int(spec.get("threads", 2)),
+                        dtype=dtype,
+                        # About 50 rows per run unless the suite fixes the interval.
+                        log_every=log_every or min(2.0, max(0.05, budgets[gi] / 50.0)),
+                        out=str(run_dir),
+                    )
+                    rec: dict[str, Any] = {
+                        "group": gi,
+                        "problem": pname,
+                        "label": entry["label"],
+                        "group_label": entry["group_label"],
+                        "method": entry["method"],
+                        "options": entry.get("options") or {},
+                        "dtype": dtype,
+                        "seed": seed,
+                        "dir": str(run_dir.relative_to(out)),
+                        "processes": int(entry.get("nproc", 1)),
+                        "budget_s": budgets[gi],
+                    }
+                    plan.append((rec, cfg, int(entry.get("nproc", 1))))
+    return plan
+
+
+# Problems built in this process, keyed by (name, options, dtype): building one (reference
+# solution, collocation points) is done once per process, not once per run.
+_PROBLEMS: dict[str, Any] = {}
+
+
+def _run_one(
+    cfg: RunConfig, progress: bool, label: str
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Train one run in this process: ``(summary, None)`` or ``(None, error message)``."""
+    from mldd.train.run import build_problem, train
+
+    key = json.dumps([cfg.problem.name, cfg.problem.options, cfg.dtype], sort_keys=True,
+                     default=str)
+    try:
+        if key not in _PROBLEMS:
+            _PROBLEMS[key] = build_problem(cfg)
+        outcome = train(cfg, progress=progress, plots=False, problem=_PROBLEMS[key], label=label)
+        return outcome.summary, None
+    except Exception as exc:  # a failing method must not end the suite
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _worker(cfg: RunConfig) -> tuple[dict[str, Any] | None, str | None]:
+    """Pool entry point (module level so that it pickles)."""
+    return _run_one(cfg, False, "")
+
+
+def _run_pool(
+    todo: list[tuple[dict[str, Any], RunConfig, int]],
+    n_jobs: int,
+    finish: Callable[[dict[str, Any], dict[str, Any] | None, str | None], None],
+) -> None:
+    """Run ``todo`` on ``n_jobs`` worker processes; ``finish`` each record as its run ends."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    # spawn, not fork: a forked child would inherit torch's thread pools of the parent.
+    with cf.ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_worker, cfg): rec for rec, cfg, _ in todo}
+        for fut in cf.as_completed(futures):
+            rec = futures[fut]
+            try:
+                summary, error = fut.result()
+            except Exception as exc:  # the worker process itself died
+                summary, error = None, f"{type(exc).__name__}: {exc}"
+            finish(rec, summary, error)
 
 
 def _train_processes(cfg: RunConfig, nproc: int) -> dict[str, Any]:

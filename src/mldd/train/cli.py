@@ -16,6 +16,7 @@ code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -84,6 +85,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--methods", help="comma-separated subset of the suite's method labels")
     p.add_argument("--reuse", action="store_true",
                    help="keep runs already finished in --out with the same config")
+    p.add_argument("--jobs", type=int,
+                   help="runs at a time, in worker processes (default: the suite's, else 1)")
     p.add_argument("--no-plots", action="store_true")
 
 
@@ -202,20 +205,16 @@ def _cmd_bench_parallel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from mldd.train.bench import run_suite
-    from mldd.train.suites import filter_suite, get_suite
-
-    if args.suite == "core":
-        return _cmd_bench_core(args)
-    if args.suite == "parallel":
-        return _cmd_bench_parallel(args)
-    get_suite(args.suite)  # unknown names fail before anything runs
-    out = Path(args.out or Path("benchmarks") / "results" / args.suite)
+def _bench_checks(args: argparse.Namespace) -> None:
     if args.budget is not None and args.budget <= 0:
         raise UsageError(f"--budget must be positive, got {args.budget}")
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+
+
+def _on_run_printer(args: argparse.Namespace) -> Any:
     con = _console()
 
     def on_run(rec: dict[str, Any]) -> None:
@@ -230,13 +229,50 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       f"final {_num(s['final_metric'])}, best {_num(s['best_metric'])}, "
                       f"{s['grad_evals']} evals, stop {s['stop_reason']}")
 
+    return on_run
+
+
+def _cmd_bench_paper(args: argparse.Namespace) -> int:
+    from mldd.train.paper import run_paper
+
+    _bench_checks(args)
+    out = Path(args.out or Path("benchmarks") / "results" / ("paper-quick" if args.quick
+                                                              else "paper"))
+    try:
+        report = run_paper(out, quick=args.quick, seeds=args.seeds, jobs=args.jobs,
+                           budget_s=args.budget, reuse=args.reuse, progress=not args.quiet,
+                           problems=_csv(args.problems), methods=_csv(args.methods),
+                           on_run=_on_run_printer(args))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    _console().print(f"wrote {report} and its plots")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mldd.train.bench import run_suite
+    from mldd.train.suites import filter_suite, get_suite
+
+    if args.suite == "core":
+        return _cmd_bench_core(args)
+    if args.suite == "parallel":
+        return _cmd_bench_parallel(args)
+    if args.suite == "paper":
+        return _cmd_bench_paper(args)
+    get_suite(args.suite)  # unknown names fail before anything runs
+    out = Path(args.out or Path("benchmarks") / "results" / args.suite)
+    _bench_checks(args)
+    con = _console()
+    on_run = _on_run_printer(args)
+
     try:
         spec = filter_suite(get_suite(args.suite), _csv(args.problems), _csv(args.methods))
     except ValueError as e:
         raise UsageError(str(e)) from None
     spec["name"] = args.suite
     run_suite(spec, out, budget_s=args.budget, seeds=args.seeds, quick=args.quick,
-              progress=not args.quiet, plots=not args.no_plots, on_run=on_run, reuse=args.reuse)
+              progress=not args.quiet, plots=not args.no_plots, on_run=on_run, reuse=args.reuse,
+              jobs=args.jobs)
     con.print(f"wrote {out / 'report.md'}")
     return 0
 
@@ -248,7 +284,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if (d / "bench.json").is_file():
         from mldd.train.report import write_report
 
-        write_report(d)
+        if json.loads((d / "bench.json").read_text()).get("suite") == "paper":
+            from mldd.train.paper import write_paper_report
+
+            write_paper_report(d)
+        else:
+            write_report(d)
     paths = plot_dir(d)
     con = _console()
     for p in paths:

@@ -143,3 +143,41 @@ def plot_dir(path: str | Path) -> list[Path]:
         return plot_run(path)
     raise FileNotFoundError(f"{path} is neither a run directory (metrics.csv) nor a benchmark "
                             "directory (bench.json)")
+
+
+def plot_pinn_solution(problem: Any, model: Any, path: str | Path, title: str) -> Path:
+    """Heat maps of a PINN's solution, the reference and the pointwise error.
+
+    Args:
+        problem: a grid PINN problem (``reference_grid()``, ``reference()``, ``predict``,
+            ``variables``).
+        model: the trained network.
+        path: the PNG to write.
+        title: the figure's title (problem, method, error).
+
+    Returns:
+        ``path``.
+    """
+    a0, a1, ref = problem.reference_grid()
+    pts, _ = problem.reference()
+    u = problem.predict(model, pts).reshape(ref.shape).cpu().numpy()
+    err = np.abs(u - ref)
+    extent = (float(a0[0]), float(a0[-1]), float(a1[0]), float(a1[-1]))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    lo, hi = float(min(u.min(), ref.min())), float(max(u.max(), ref.max()))
+    panels = (("network", u, "viridis", (lo, hi)), ("reference", ref, "viridis", (lo, hi)),
+              ("|network − reference|", err, "magma", (0.0, float(err.max()))))
+    for ax, (name, data, cmap, (vmin, vmax)) in zip(axes, panels, strict=True):
+        # The grid is U[i, j] = u(a0[i], a1[j]): a0 along the horizontal axis.
+        im = ax.imshow(data.T, origin="lower", extent=extent, aspect="auto", cmap=cmap,
+                       vmin=vmin, vmax=vmax)
+        ax.set_xlabel(problem.variables[0])
+        ax.set_ylabel(problem.variables[1])
+        ax.set_title(name)
+        fig.colorbar(im, ax=ax)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -129,7 +129,8 @@ def _time_cell(times: list[float]) -> tuple[str, float]:
     if not reached:
         return "never", math.inf
     med = float(np.median(reached))
-    cell = f"{med:.1f} s"
+    # A target met by the initial weights says nothing about the method.
+    cell = "at start" if med == 0.0 else f"{med:.1f} s"
     if len(reached) < len(times):
         cell += f" ({len(reached)}/{len(times)})"
     return cell, med
@@ -199,12 +200,16 @@ def render(index: dict[str, Any]) -> str:
     if spec.get("description"):
         lines += [spec["description"], ""]
     when = _dt.datetime.fromtimestamp(index.get("started", 0)).strftime("%Y-%m-%d %H:%M")
+    jobs = int(index.get("jobs", 1))
     lines += [
-        f"- Budget: {index['budget_s']:g} s of training time per run (metric evaluation "
+        f"- Budget: {_budget_text(index)} of training time per run (metric evaluation "
         "excluded), equal for every method" + (" — quick mode" if index.get("quick") else ""),
         f"- Seeds: {index['seeds']}; each run starts from the seed's initial weights",
         f"- Threads per run: {spec.get('threads', 2)} in total; processes per run: 1"
         + _multi_process_note(spec),
+        f"- Runs at a time: {jobs}"
+        + (f" (worker processes, each run pinned to {spec.get('threads', 2)} thread(s))"
+           if jobs > 1 else ""),
         f"- Started {when}; total {index.get('elapsed_s', 0):.0f} s",
     ]
     if any_sum:
@@ -224,6 +229,16 @@ def render(index: dict[str, Any]) -> str:
             lines.append(f"- `{r['problem']}` / `{r['label']}` seed {r['seed']}: {r['error']}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _budget_text(index: dict[str, Any]) -> str:
+    """``"90 s"``, or per group when groups have their own budgets."""
+    budgets = index.get("group_budgets_s") or [index["budget_s"]]
+    if len(set(budgets)) == 1:
+        return f"{budgets[0]:g} s"
+    groups = index["spec"]["groups"]
+    return "; ".join(f"{b:g} s ({', '.join(g['problems'])})"
+                     for b, g in zip(budgets, groups, strict=True))
 
 
 def _multi_process_note(spec: dict[str, Any]) -> str:

@@ -6,15 +6,18 @@ A suite is a dict::
       "description": str,
       "budget_s": float,            # per run, equal for every method (BENCHMARKS.md)
       "seeds": int,                 # seeds 0 .. seeds-1
-      "threads": int,
+      "threads": int,               # torch threads of each run
+      "jobs": int,                  # runs at a time (worker processes; default 1)
       "dtype": "float64" | None,    # default dtype; an entry may override it
       "groups": [                   # problems that share a method list
         {"problems": {name: options},
          "methods": [{"label": str, "method": str, "options": {...}, "dtype": str?}],
+         "budget_s": float,          # optional: this group's budget instead of the suite's
          "baseline": label,          # speed-ups are time_baseline / time_method
          "targets": [{"name": str, "labels": [label, ...]}]},
       ],
-      "quick": {"budget_factor": 10, "problem_options": {...}},
+      "quick": {"budget_factor": 10, "problem_options": {...},
+                "seeds": int?, "log_every": float?},   # optional quick-mode overrides
     }
 
 Targets (BENCHMARKS.md): a target is the best metric the runs of ``labels`` reach within the
@@ -274,6 +277,56 @@ SUITES: dict[str, dict[str, Any]] = {
         ],
         "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
     },
+    "paper": {
+        "description": "the evidence of issue 6: every mldd method family against the baselines "
+        "on the PINN problems of the SPQN paper (Burgers, Klein–Gordon, Allen–Cahn, "
+        "diffusion–advection; float64, 10,000 Hammersley points, the paper's network sizes) "
+        "and on digits and MNIST-5k; equal budget per run, 2 seeds, 1 thread per run and 2 "
+        "runs at a time on the 2-core machine",
+        "budget_s": 120.0,
+        "seeds": 2,
+        "threads": 1,
+        "jobs": 2,
+        "dtype": "float64",
+        "groups": [
+            {
+                "problems": {"burgers": {}, "klein-gordon": {}, "allen-cahn": {},
+                             "diffusion-advection": {}},
+                "methods": [
+                    _ADAM,
+                    _TORCH_H3,
+                    _TORCH_H50,
+                    {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}},
+                    _TR,
+                    _MSPQN,
+                    _ASPQN,
+                    _APTS,
+                    {**_RMTR_DATA2, "label": "rmtr"},
+                ],
+                "baseline": "torch-lbfgs-h3",
+                "targets": _TARGETS_H3_H50,
+            },
+            {
+                "problems": {"digits": {}, "mnist5k": {}},
+                # Full-batch training on these small sets converges within seconds.
+                "budget_s": 30.0,
+                "methods": [
+                    {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
+                    {"label": "sgd", "method": "sgd", "options": {}},
+                    _TR,
+                    _APTS,
+                    {"label": "apts-data", "method": "apts", "options": {"decomposition": "data"}},
+                    {**_RMTR_DATA2, "label": "rmtr"},
+                ],
+                "baseline": "adam",
+                "targets": [{"name": "best Adam", "labels": ["adam"]}],
+            },
+        ],
+        # Quick: one seed, and a metric row every 0.5 s (the reference-grid evaluations of
+        # ~50 rows per 9-second run would cost more wall time than the training itself).
+        "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}, "seeds": 1,
+                  "log_every": 0.5},
+    },
     "smoke": {
         "description": "tiny: Poisson 2-D with 500 collocation points, 3 s per run (for tests)",
         "budget_s": 3.0,
@@ -321,7 +374,7 @@ def check_suite(suite: dict[str, Any]) -> None:
         ValueError: naming what is wrong.
     """
     allowed = {"description", "budget_s", "seeds", "threads", "dtype", "groups", "quick", "name",
-               "log_every"}
+               "log_every", "jobs"}
     for k in suite:
         if k not in allowed:
             raise ValueError(f"suite: unknown key {k!r}; allowed: {', '.join(sorted(allowed))}")
