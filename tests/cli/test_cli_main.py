@@ -111,3 +111,18 @@ def test_bench_cli(tmp_path, tiny: str, monkeypatch, capsys) -> None:
     assert "0.2 s of training time" in report and "`sgd`" in report
     assert main(["plot", str(out)]) == 0
     assert (out / f"{tiny}_vs_time.png").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["--budget", "-1"], "--budget must be positive, got -1.0"),
+    (["--problems", "heat"], "unknown problem 'heat' for this suite"),
+])
+def test_bench_paper_bad_arguments(tmp_path, capsys, args: list[str], message: str) -> None:
+    """Bad options of `mldd bench paper` stop before anything runs, naming the bad value."""
+    code = main(["-q", "bench", "paper", "--out", str(tmp_path / "p"), *args])
+    assert code != 0
+    captured = capsys.readouterr()
+    assert message in captured.out + captured.err
+    assert not (tmp_path / "p" / "bench.json").exists()

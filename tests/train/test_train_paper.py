@@ -104,6 +104,7 @@ def test_footprint_of_adam_and_a_failure() -> None:
     ], jobs=2)
     assert good.error is None and good.iterations >= 1
     assert good.evals_per_iter == 1.0
+    assert good.batch_rows == 200  # a PINN has no mini-batches: Adam gets all points
     assert good.grad_eval_ms > 0 and math.isfinite(good.overhead)
     assert -0.5 < good.overhead < 5.0
     assert good.peak_mib >= good.baseline_mib > 50
@@ -129,6 +130,7 @@ def test_run_paper_writes_report_heat_map_and_footprint(tmp_path) -> None:
                     "## Optimizer overhead and memory", "## Per problem", "What differs"):
         assert section in text, section
     assert "| poisson2d |" in text and "`mspqn`" in text
+    assert "cores" in text.split("## Headline")[0]  # the machine is named in the header
     assert (tmp_path / "poisson2d_solution.png").stat().st_size > 10_000
     assert "![poisson2d_solution](poisson2d_solution.png)" in text
     foot = json.loads((tmp_path / "footprint.json").read_text())
@@ -152,3 +154,16 @@ def test_footprint_specs_take_one_lr_and_skip_multi_process() -> None:
     assert "aspqn-2proc" not in labels
     grid = next(s for s in specs if s["label"] == "adam-grid")
     assert grid["options"] == {"lr": 1e-3} and grid["seconds"] == 1.0
+
+
+def test_footprint_times_a_mini_batch_for_mini_batch_methods() -> None:
+    r = fp.measure({"problem": "digits", "label": "adam", "method": "adam",
+                    "options": {"lr": 1e-3, "batch_size": 32}, "threads": 1, "seconds": 0.2})
+    assert r.error is None and r.batch_rows == 32
+
+
+def test_reuse_of_every_run_keeps_the_suite_timing(tmp_path) -> None:
+    first = run_suite(poisson_suite(), tmp_path, progress=False, plots=False)
+    again = run_suite(poisson_suite(), tmp_path, progress=False, plots=False, reuse=True)
+    assert again["started"] == first["started"] and again["elapsed_s"] == first["elapsed_s"]
+    assert [r["summary"] for r in again["records"]] == [r["summary"] for r in first["records"]]

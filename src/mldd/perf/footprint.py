@@ -4,8 +4,8 @@ For one (problem, method) pair a child process
 
 1. builds the problem and the seeded model (as a benchmark run does) and notes its resident
    memory — the *baseline*: Python, torch, the data and the reference solution;
-2. times the plain gradient evaluation ``t_g`` (zero_grad, loss, backward on the full batch;
-   median of 5 after one warm-up);
+2. times the plain gradient evaluation ``t_g`` (zero_grad, loss, backward on the full batch,
+   or on a batch of the method's mini-batch size; median of 5 after one warm-up);
 3. trains for ``seconds`` with the method through the normal :class:`~mldd.train.Trainer`, and
    reads the iterations ``k``, the gradient evaluations ``G`` (fine-gradient equivalents,
    ALGORITHMS.md §1.5) and the training time ``T``;
@@ -63,6 +63,8 @@ class Footprint:
         overhead: ``(ms_per_iter − evals_per_iter · grad_eval_ms) / grad_eval_ms``.
         baseline_mib: resident memory after building problem and model.
         peak_mib: peak resident memory of the process.
+        batch_rows: rows (samples or points) of the timed gradient evaluation: the full batch,
+            or the mini-batch size of a mini-batch method.
         error: why the measurement failed (then the numbers are NaN).
     """
 
@@ -78,6 +80,7 @@ class Footprint:
     overhead: float = float("nan")
     baseline_mib: float = float("nan")
     peak_mib: float = float("nan")
+    batch_rows: int = 0
     error: str | None = None
 
     @property
@@ -125,6 +128,12 @@ def measure_here(spec: dict[str, Any]) -> Footprint:
     problem.metric(trainer.model)
     baseline = _rss_mib()
     model, batch = trainer.model, problem.full_batch()
+    if trainer.batch_size is not None:
+        # Mini-batch methods are charged one evaluation per batch: time a batch like theirs
+        # (problems without mini-batches, such as PINNs, hand out the full batch).
+        first = next(iter(problem.batches(trainer.batch_size, torch.Generator().manual_seed(0))))
+        batch = batch if first is None else first
+    rows = problem.n_rows(batch)
 
     def gradient() -> None:
         model.zero_grad(set_to_none=False)
@@ -148,7 +157,7 @@ def measure_here(spec: dict[str, Any]) -> Footprint:
         iterations=result.iterations, grad_evals=float(result.grad_evals), time_s=result.time_s,
         grad_eval_ms=1e3 * t_g, ms_per_iter=ms_iter, evals_per_iter=evals,
         overhead=(ms_iter - evals * 1e3 * t_g) / (1e3 * t_g),
-        baseline_mib=baseline, peak_mib=_peak_mib(),
+        baseline_mib=baseline, peak_mib=_peak_mib(), batch_rows=rows,
     )
 
 

@@ -284,19 +284,20 @@ def footprint_section(results: list[fp.Footprint]) -> list[str]:
              "trials or cached-prefix local gradients). *Memory*: peak resident memory of the "
              "process, and what training added to the memory after building problem and model, "
              "each relative to Adam on the same problem.", "",
-             "| problem | method | ms / gradient eval | ms / iteration | evals / iteration | "
-             "overhead / iteration | peak memory [MiB] | vs Adam | added by training [MiB] | "
-             "vs Adam |",
-             "|" + "---|" * 10]
+             "| problem | method | rows / eval | ms / gradient eval | ms / iteration | "
+             "evals / iteration | overhead / iteration | peak memory [MiB] | vs Adam | "
+             "added by training [MiB] | vs Adam |",
+             "|" + "---|" * 11]
     adam = {r.problem: r for r in results if r.method == "adam" and r.error is None}
     for r in results:
         if r.error is not None:
-            lines.append(f"| {r.problem} | `{r.label}` | failed: {r.error} |" + " |" * 7)
+            lines.append(f"| {r.problem} | `{r.label}` | failed: {r.error} |" + " |" * 8)
             continue
         a = adam.get(r.problem)
         ratio = f"{r.peak_mib / a.peak_mib:.2f}×" if a else "–"
         added = f"{r.added_mib / a.added_mib:.2f}×" if a and a.added_mib > 0 else "–"
-        lines.append(f"| {r.problem} | `{r.label}` | {r.grad_eval_ms:.1f} | {r.ms_per_iter:.1f} "
+        lines.append(f"| {r.problem} | `{r.label}` | {r.batch_rows} | {r.grad_eval_ms:.1f} "
+                     f"| {r.ms_per_iter:.1f} "
                      f"| {r.evals_per_iter:.2f} | {r.overhead:+.3f} | {r.peak_mib:.0f} | {ratio} "
                      f"| {r.added_mib:.0f} | {added} |")
     lines.append("")
@@ -313,8 +314,7 @@ def render_paper(out: Path) -> str:
     lines = generic[:split]
     lines.insert(1, "")
     lines.insert(2, f"Command: `mldd bench paper{' --quick' if index.get('quick') else ''}`; "
-                 f"machine: {platform.machine()}, {_cpu_count()} cores "
-                 f"({platform.processor() or platform.system()}).")
+                 f"machine: {machine_description()}.")
     lines += ["## Headline", "", *headline(index)]
     sols = sorted(out.glob("*_solution.png"))
     if sols:
@@ -328,10 +328,22 @@ def render_paper(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu_count() -> int:
+def machine_description() -> str:
+    """CPU model, usable cores, memory and OS, e.g. ``"AMD EPYC 7B13, 2 cores, 24 GiB, Linux"``."""
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    model, mem = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.startswith("model name")), model)
+        with open("/proc/meminfo") as f:
+            kib = next(int(ln.split()[1]) for ln in f if ln.startswith("MemTotal"))
+        mem = f", {kib / 2**20:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass  # not Linux: the platform module's description is what there is
+    return f"{model}, {cores} cores{mem}, {platform.system()}"
 
 
 def write_paper_report(out: str | Path) -> Path:
@@ -369,7 +381,7 @@ def run_paper(
         progress: progress display.
         problems: subset of problems.
         methods: subset of method labels.
-        footprint_s: seconds of training per overhead/memory measurement (default 10; 2 quick).
+        footprint_s: seconds of training per overhead/memory measurement (default 20; 2 quick).
         on_run: called with each finished run record.
         suite: a suite dict to run instead of the built-in ``paper`` suite (same structure;
             used by the tests with a tiny problem).
@@ -387,7 +399,7 @@ def run_paper(
     spec["name"] = "paper"
     index = run_suite(spec, out, budget_s=budget_s, seeds=seeds, quick=quick, progress=progress,
                       plots=True, on_run=on_run, reuse=reuse, jobs=jobs)
-    seconds = footprint_s if footprint_s is not None else (2.0 if quick else 10.0)
+    seconds = footprint_s if footprint_s is not None else (2.0 if quick else 20.0)
     specs = footprint_specs(index, seconds)
     logger.info("measuring overhead and memory of %d methods", len(specs))
     results = fp.measure_all(specs, jobs=int(index.get("jobs", 1)))
