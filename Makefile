@@ -1,5 +1,5 @@
 # The two set-up commands of the README:
-#   make bench   installs what is missing, then runs `mldd bench paper --quick` (about 6 minutes)
+#   make bench   installs what is missing, then runs `mldd bench paper --quick` (about 7 minutes)
 #   make test    installs what is missing, then runs the test suite
 PY ?= python3
 VENV ?= .venv

@@ -123,7 +123,7 @@ def test_float32_and_float64(dtype, name):
     model, X, y = _setup(dtype)
     opt = OPTIMIZERS[name](model.parameters())
     closure = _closure(opt, model, X, y)
-    l0 = float(closure())
+    l0 = float(closure().detach())
     for _ in range(30):
         opt.step(closure)
     assert all(p.dtype == dtype for p in model.parameters())
