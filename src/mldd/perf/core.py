@@ -72,7 +72,7 @@ def _grad_max(params: Sequence[Tensor], loss_fn: Callable[[], Tensor]) -> tuple[
     with torch.enable_grad():
         loss = loss_fn()
         grads = torch.autograd.grad(loss, params)
-    return float(loss), max(float(g.abs().max()) for g in grads)
+    return float(loss.detach()), max(float(g.abs().max()) for g in grads)
 
 
 def _run_mldd(opt: FlatOptimizer, closure: _Counted, max_iter: int) -> int:

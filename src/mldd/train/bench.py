@@ -150,9 +150,10 @@ def run_suite(
     if n_jobs > 1 and len(single) > 1:
         _run_pool(single, n_jobs, finish)
     else:
+        built: dict[str, Any] = {}
         for rec, cfg, _ in single:
             label = f"{rec['problem']}/{rec['label']}/s{rec['seed']}"
-            finish(rec, *_run_one(cfg, progress, label))
+            finish(rec, *_run_one(cfg, progress, label, built))
     for rec, cfg, nproc in multi:
         try:
             finish(rec, _train_processes(cfg, nproc), None)
@@ -233,31 +234,34 @@ def _plan(
     return plan
 
 
-# Problems built in this process, keyed by (name, options, dtype): building one (reference
-# solution, collocation points) is done once per process, not once per run.
-_PROBLEMS: dict[str, Any] = {}
-
-
 def _run_one(
-    cfg: RunConfig, progress: bool, label: str
+    cfg: RunConfig, progress: bool, label: str, problems: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Train one run in this process: ``(summary, None)`` or ``(None, error message)``."""
+    """Train one run in this process: ``(summary, None)`` or ``(None, error message)``.
+
+    ``problems`` caches the problems built so far, keyed by (name, options, dtype): building one
+    (reference solution, collocation points) is done once per suite and process, not per run.
+    """
     from mldd.train.run import build_problem, train
 
     key = json.dumps([cfg.problem.name, cfg.problem.options, cfg.dtype], sort_keys=True,
                      default=str)
     try:
-        if key not in _PROBLEMS:
-            _PROBLEMS[key] = build_problem(cfg)
-        outcome = train(cfg, progress=progress, plots=False, problem=_PROBLEMS[key], label=label)
+        if key not in problems:
+            problems[key] = build_problem(cfg)
+        outcome = train(cfg, progress=progress, plots=False, problem=problems[key], label=label)
         return outcome.summary, None
     except Exception as exc:  # a failing method must not end the suite
         return None, f"{type(exc).__name__}: {exc}"
 
 
+# The problems of a pool worker: a worker process lives for one suite only.
+_WORKER_PROBLEMS: dict[str, Any] = {}
+
+
 def _worker(cfg: RunConfig) -> tuple[dict[str, Any] | None, str | None]:
     """Pool entry point (module level so that it pickles)."""
-    return _run_one(cfg, False, "")
+    return _run_one(cfg, False, "", _WORKER_PROBLEMS)
 
 
 def _run_pool(

@@ -103,7 +103,11 @@ def best_runs(index: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
             return sign * v if math.isfinite(v) else math.inf
 
         label, recs = min(runs.items(), key=key)
-        rec = min(recs, key=lambda r: sign * (r["summary"]["final_metric"] or math.inf))
+        def final(r: dict[str, Any], sign: float = sign) -> float:
+            v = r["summary"]["final_metric"]
+            return sign * v if v is not None and math.isfinite(v) else math.inf
+
+        rec = min(recs, key=final)
         out[problem] = (label, rec)
     return out
 

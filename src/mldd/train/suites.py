@@ -41,6 +41,9 @@ _LR_GRID = [1e-4, 1e-3, 1e-2]
 
 # Method entries shared by several suites (a suite deep-copies what it uses).
 _ADAM = {"label": "adam", "method": "adam", "options": {"lr": 1e-3}}
+_ADAM_GRID = {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}}
+_SGD = {"label": "sgd", "method": "sgd", "options": {}}
+_BEST_ADAM: list[dict[str, Any]] = [{"name": "best Adam", "labels": ["adam"]}]
 _TORCH_H3 = {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}}
 _TORCH_H50 = {"label": "torch-lbfgs-h50", "method": "torch-lbfgs", "options": {"history": 50}}
 _TR = {"label": "trust-region", "method": "trust-region", "options": {}}
@@ -72,7 +75,7 @@ _PINN_PROBLEMS: dict[str, dict[str, Any]] = {
 }
 
 _PINN_METHODS: list[dict[str, Any]] = [
-    {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
+    _ADAM_GRID,
     _TORCH_H3,
     _TORCH_H50,
     {"label": "torch-lbfgs-h50-f32", "method": "torch-lbfgs", "options": {"history": 50},
@@ -132,12 +135,12 @@ SUITES: dict[str, dict[str, Any]] = {
             {
                 "problems": {"digits": {}, "mnist5k": {}},
                 "methods": [
-                    {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
-                    {"label": "sgd", "method": "sgd", "options": {}},
+                    _ADAM_GRID,
+                    _SGD,
                     {"label": "trust-region", "method": "trust-region", "options": {}},
                 ],
                 "baseline": "adam",
-                "targets": [{"name": "best Adam", "labels": ["adam"]}],
+                "targets": _BEST_ADAM,
             },
         ],
         "quick": {"budget_factor": 10, "problem_options": {"n_collocation": 2000}},
@@ -217,13 +220,13 @@ SUITES: dict[str, dict[str, Any]] = {
                 "methods": [
                     {"label": "adam", "method": "adam",
                      "options": {"lr_grid": [1e-4, 1e-3, 1e-2, 1e-1]}},
-                    {"label": "sgd", "method": "sgd", "options": {}},
+                    _SGD,
                     _APTS,
                     {"label": "apts-data", "method": "apts",
                      "options": {"decomposition": "data"}},
                 ],
                 "baseline": "adam",
-                "targets": [{"name": "best Adam", "labels": ["adam"]}],
+                "targets": _BEST_ADAM,
             }
         ],
         "quick": {"budget_factor": 10, "problem_options": {}},
@@ -257,8 +260,8 @@ SUITES: dict[str, dict[str, Any]] = {
                     _TR, _RMTR_DATA2, _RMTR_DEPTH3,
                     {"label": "rmtr-depth3-hybrid", "method": "rmtr",
                      "options": {"coarsen": "depth", "levels": 3, "coarse_model": "hybrid"}},
-                    {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
-                    {"label": "sgd", "method": "sgd", "options": {}},
+                    _ADAM_GRID,
+                    _SGD,
                 ],
                 "baseline": "trust-region",
                 "targets": [{"name": "TrustRegion", "labels": ["trust-region"]}],
@@ -311,15 +314,15 @@ SUITES: dict[str, dict[str, Any]] = {
                 # Full-batch training on these small sets converges within seconds.
                 "budget_s": 30.0,
                 "methods": [
-                    {"label": "adam", "method": "adam", "options": {"lr_grid": _LR_GRID}},
-                    {"label": "sgd", "method": "sgd", "options": {}},
+                    _ADAM_GRID,
+                    _SGD,
                     _TR,
                     _APTS,
                     {"label": "apts-data", "method": "apts", "options": {"decomposition": "data"}},
                     {**_RMTR_DATA2, "label": "rmtr"},
                 ],
                 "baseline": "adam",
-                "targets": [{"name": "best Adam", "labels": ["adam"]}],
+                "targets": _BEST_ADAM,
             },
         ],
         # Quick: one seed, and a metric row every 0.5 s (the reference-grid evaluations of
