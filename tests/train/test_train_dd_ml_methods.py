@@ -34,10 +34,11 @@ def test_method_trains_a_small_pinn(name: str, options: dict[str, Any],
     spec = get_method(name)
     bs = {**spec.defaults, **options}.get("batch_size")
     t = Trainer(p, model, opt, batch_size=bs, max_iters=4, log_every=0.0)
-    start = float(p.loss(model))
+    start = float(p.loss(model).detach())
     res = t.run()
     assert res.stop_reason == "max_iters"
-    assert float(p.loss(model)) < start  # the method trained, through the trainer's closure
+    # The method trained, through the trainer's closure.
+    assert float(p.loss(model).detach()) < start
 
 
 def test_methods_that_run_distributed_are_marked() -> None:
