@@ -161,6 +161,10 @@ def measure_here(spec: dict[str, Any]) -> Footprint:
     )
 
 
+def _failed(spec: dict[str, Any], why: str) -> Footprint:
+    return Footprint(spec["problem"], spec.get("label", spec["method"]), spec["method"], error=why)
+
+
 def measure(spec: dict[str, Any], *, timeout_s: float = 600.0) -> Footprint:
     """Measure one (problem, method) pair in a fresh Python process.
 
@@ -175,13 +179,11 @@ def measure(spec: dict[str, Any], *, timeout_s: float = 600.0) -> Footprint:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
-        return Footprint(spec["problem"], spec.get("label", spec["method"]), spec["method"],
-                         error=f"timed out after {timeout_s:g} s")
+        return _failed(spec, f"timed out after {timeout_s:g} s")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        return Footprint(spec["problem"], spec.get("label", spec["method"]), spec["method"],
-                         error=f"exit {proc.returncode}: {tail}")
+        return _failed(spec, f"exit {proc.returncode}: {tail}")
     return Footprint(**json.loads(lines[-1]))
 
 

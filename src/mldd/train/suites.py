@@ -47,6 +47,9 @@ _BEST_ADAM: list[dict[str, Any]] = [{"name": "best Adam", "labels": ["adam"]}]
 _TORCH_H3 = {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"history": 3}}
 _TORCH_H50 = {"label": "torch-lbfgs-h50", "method": "torch-lbfgs", "options": {"history": 50}}
 _TR = {"label": "trust-region", "method": "trust-region", "options": {}}
+_ADAM_LBFGS = {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}}
+# The baselines of every PINN comparison (BENCHMARKS.md) and mldd's single-level trust region.
+_PINN_BASELINES = [_ADAM, _TORCH_H3, _TORCH_H50, _ADAM_LBFGS, _TR]
 _MSPQN = {"label": "mspqn", "method": "mspqn", "options": {}}
 _ASPQN = {"label": "aspqn", "method": "aspqn", "options": {}}
 _APTS = {"label": "apts", "method": "apts", "options": {}}
@@ -80,7 +83,7 @@ _PINN_METHODS: list[dict[str, Any]] = [
     _TORCH_H50,
     {"label": "torch-lbfgs-h50-f32", "method": "torch-lbfgs", "options": {"history": 50},
      "dtype": "float32"},
-    {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}},
+    _ADAM_LBFGS,
     _TR,
     {"label": "lbfgs", "method": "lbfgs", "options": {}},
 ]
@@ -157,11 +160,7 @@ SUITES: dict[str, dict[str, Any]] = {
             {
                 "problems": _PINN_PROBLEMS,
                 "methods": [
-                    _ADAM,
-                    _TORCH_H3,
-                    _TORCH_H50,
-                    {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}},
-                    _TR,
+                    *_PINN_BASELINES,
                     # A long L-BFGS memory as the trust-region model (Steihaug CG): the strongest
                     # mldd configuration in a 2,000-iteration Burgers pilot (rel. L2 5.5e-3 vs
                     # 1.2e-1 for L-SR1 memory 5, 2,000 points).
@@ -296,11 +295,7 @@ SUITES: dict[str, dict[str, Any]] = {
                 "problems": {"burgers": {}, "klein-gordon": {}, "allen-cahn": {},
                              "diffusion-advection": {}},
                 "methods": [
-                    _ADAM,
-                    _TORCH_H3,
-                    _TORCH_H50,
-                    {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}},
-                    _TR,
+                    *_PINN_BASELINES,
                     _MSPQN,
                     _ASPQN,
                     _APTS,
