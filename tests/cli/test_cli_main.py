@@ -115,6 +115,7 @@ def test_bench_cli(tmp_path, tiny: str, monkeypatch, capsys) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
     (["--seeds", "0"], "--seeds must be >= 1, got 0"),
     (["--budget", "-1"], "--budget must be positive, got -1.0"),
     (["--problems", "heat"], "unknown problem 'heat' for this suite"),

@@ -93,6 +93,19 @@ def test_bad_jobs_is_refused(tmp_path) -> None:
         run_suite(poisson_suite(), tmp_path, progress=False, plots=False, jobs=0)
 
 
+def test_threads_override_reaches_every_run(tmp_path) -> None:
+    """``threads=`` replaces the suite's threads in every run config, the index and the report."""
+    import yaml
+
+    index = run_suite(poisson_suite(), tmp_path, progress=False, plots=False, threads=3)
+    assert index["spec"]["threads"] == 3
+    configs = sorted(tmp_path.glob("runs/*/*/*/config.yaml"))
+    assert configs and all(yaml.safe_load(c.read_text())["threads"] == 3 for c in configs)
+    assert "Threads per run: 3" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        run_suite(poisson_suite(), tmp_path / "x", progress=False, plots=False, threads=0)
+
+
 def test_footprint_of_adam_and_a_failure() -> None:
     """A fresh process measures Adam: one gradient per iteration, small overhead, a peak above
     the baseline; a broken method comes back as an error, not an exception."""

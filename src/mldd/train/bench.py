@@ -80,6 +80,7 @@ def run_suite(
     methods: list[str] | None = None,
     reuse: bool = False,
     jobs: int | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run a suite and write ``out/bench.json``, ``out/report.md`` and plots.
 
@@ -101,6 +102,8 @@ def run_suite(
             single-process runs go to a pool of ``jobs`` worker processes, each run pinned to
             the suite's ``threads``; choose ``jobs × threads ≤ cores`` so that runs do not
             compete for a core. Multi-process entries (``nproc > 1``) run afterwards, alone.
+        threads: torch threads per run, overriding the suite's ``threads`` (a multi-process
+            entry shares them among its processes).
 
     Returns:
         The bench index (what ``bench.json`` holds).
@@ -109,6 +112,10 @@ def run_suite(
 
     name = suite if isinstance(suite, str) else suite.get("name", "custom")
     spec = get_suite(suite) if isinstance(suite, str) else dict(suite)
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        spec["threads"] = int(threads)
     check_suite(spec)
     if problems is not None or methods is not None:
         spec = filter_suite(spec, problems, methods)

@@ -75,7 +75,8 @@ def _add_bench(sub: Any) -> None:
                    "'core' measures the optimizers themselves (L-BFGS vs torch, overhead); "
                    "'parallel' the parallel efficiency of ASPQN on --nproc processes")
     p.add_argument("--nproc", type=int, default=2, help="processes for 'parallel' (default 2)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads for 'core' (default 2)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per run (overrides the suite's; 'core' default 2)")
     p.add_argument("--out", help="output directory (default benchmarks/results/<suite>)")
     p.add_argument("--budget", type=float, help="per-run budget in seconds (overrides the suite)")
     p.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
@@ -172,7 +173,7 @@ def _cmd_bench_core(args: argparse.Namespace) -> int:
     from mldd.perf.core import run_core_benchmark
 
     out = Path(args.out or Path("benchmarks") / "results" / "core")
-    run_core_benchmark(out, threads=args.threads, quick=args.quick)
+    run_core_benchmark(out, threads=args.threads or 2, quick=args.quick)
     con = _console()
     con.print((out / "report.md").read_text())
     con.print(f"wrote {out / 'report.md'}")
@@ -212,6 +213,8 @@ def _bench_checks(args: argparse.Namespace) -> None:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
 
 
 def _on_run_printer(args: argparse.Namespace) -> Any:
@@ -242,7 +245,7 @@ def _cmd_bench_paper(args: argparse.Namespace) -> int:
         report = run_paper(out, quick=args.quick, seeds=args.seeds, jobs=args.jobs,
                            budget_s=args.budget, reuse=args.reuse, progress=not args.quiet,
                            problems=_csv(args.problems), methods=_csv(args.methods),
-                           on_run=_on_run_printer(args))
+                           on_run=_on_run_printer(args), threads=args.threads)
     except ValueError as e:
         raise UsageError(str(e)) from None
     _console().print(f"wrote {report} and its plots")
@@ -272,7 +275,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     spec["name"] = args.suite
     run_suite(spec, out, budget_s=args.budget, seeds=args.seeds, quick=args.quick,
               progress=not args.quiet, plots=not args.no_plots, on_run=on_run, reuse=args.reuse,
-              jobs=args.jobs)
+              jobs=args.jobs, threads=args.threads)
     con.print(f"wrote {out / 'report.md'}")
     return 0
 

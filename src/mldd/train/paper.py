@@ -372,6 +372,7 @@ def run_paper(
     footprint_s: float | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
     suite: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Run the paper suite, the overhead/memory measurements and the heat maps; write the report.
 
@@ -389,6 +390,7 @@ def run_paper(
         on_run: called with each finished run record.
         suite: a suite dict to run instead of the built-in ``paper`` suite (same structure;
             used by the tests with a tiny problem).
+        threads: torch threads per run (default: the suite's, 1).
 
     Returns:
         The report path.
@@ -402,7 +404,8 @@ def run_paper(
         spec = filter_suite(spec, problems, methods)
     spec["name"] = "paper"
     index = run_suite(spec, out, budget_s=budget_s, seeds=seeds, quick=quick, progress=progress,
-                      plots=True, on_run=on_run, reuse=reuse, jobs=jobs)
+                      plots=True, on_run=on_run, reuse=reuse, jobs=jobs,
+                      threads=threads)
     seconds = footprint_s if footprint_s is not None else (2.0 if quick else 20.0)
     specs = footprint_specs(index, seconds)
     logger.info("measuring overhead and memory of %d methods", len(specs))
