@@ -3,7 +3,9 @@
 Every process holds a full replica of the network and solves the local problems of its own
 layers (subdomains are dealt round-robin over the ranks); the corrections are combined by
 ``all_reduce`` and every accept/reject decision is taken from all-reduced numbers, so all ranks
-keep identical weights. Launch::
+keep identical weights. The global L-BFGS steps are data-parallel: each process evaluates the loss
+on its share of the collocation points and one ``all_reduce`` gives every process the whole loss
+and gradient. Launch::
 
     torchrun --standalone --nproc_per_node 2 examples/torchrun_aspqn.py --iters 15
 
@@ -38,13 +40,13 @@ def main() -> None:
         model.parameters(), model=model, executor=executor,
         # Layer-block local losses that reuse the frozen layers below the block (PINNs only).
         local_objective=pinn_local_objectives(problem, model),
+        # Global steps on this rank's share of the points, all-reduced (the loss is a mean).
+        data_parallel=True, n_rows=problem.n_rows(None),
     )
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = problem.loss(model)
-        loss.backward()
-        return loss
+    def closure(net: torch.nn.Module, rows: torch.Tensor | None) -> torch.Tensor:
+        # A rows closure (see mldd.closures): the loss on rows `rows` of the points (all: None).
+        return problem.loss(net, problem.select_rows(None, rows))
 
     t0 = time.perf_counter()
     for it in range(args.iters):  # a fixed count: every rank must take the same number of steps

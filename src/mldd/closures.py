@@ -14,7 +14,8 @@ model      ``closure(model) -> loss``      multilevel methods with depth/width h
                                            they evaluate *other* networks (coarse levels) on
                                            the same batch. Must not call ``backward()``.
 rows       ``closure(model, rows) -> loss``  methods that evaluate subsets of the batch (data
-                                           hierarchies, ``APTS`` with data shards). ``rows``
+                                           hierarchies, ``APTS`` with data shards,
+                                           ``ASPQN(data_parallel=True)``). ``rows``
                                            is a 1-D ``LongTensor`` of row indices into the
                                            current batch, or ``None`` for all of it.
 =========  ==============================  ==================================================

@@ -244,3 +244,69 @@ def test_registry_satisfies_local_objective_auto_for_pinns() -> None:
     with pytest.raises(MethodError, match="'auto' or 'generic'"):
         build_optimizer("mspqn", model.parameters(), p, {"local_objective": "fast"},
                         {"model": model})
+
+
+class _TwoRanks:
+    """Executor stand-in reporting rank 0 of 2 (for checks that fail before any collective)."""
+
+    rank, world_size = 0, 2
+
+    def owns(self, n: int) -> list[int]:
+        return list(range(0, n, 2))
+
+
+def test_data_parallel_options_and_errors() -> None:
+    model, X, y = _setup()
+    with pytest.raises(ValueError, match="needs model=model"):
+        mldd.optim.ASPQN(model.parameters(), data_parallel=True, decomposition="param_groups")
+    with pytest.raises(ValueError, match="data_parallel must be True or False, got 'yes'"):
+        mldd.optim.ASPQN(model.parameters(), model=model, data_parallel="yes")
+    with pytest.raises(ValueError, match="n_rows must be None or an integer >= 1, got 0"):
+        mldd.optim.ASPQN(model.parameters(), model=model, data_parallel=True, n_rows=0)
+    with pytest.raises(ValueError, match=r"loss_reduction must be one of \('mean', 'sum'\)"):
+        mldd.optim.ASPQN(model.parameters(), model=model, loss_reduction="max")
+    # With two ranks a plain closure cannot be sharded, and the row count must be known.
+    opt = mldd.optim.ASPQN(model.parameters(), model=model, data_parallel=True,
+                           executor=_TwoRanks())  # type: ignore[arg-type]
+    with pytest.raises(ClosureError, match=r"closure\(model, rows\)"):
+        opt.step(_torch_closure(opt, model, X, y))
+    with pytest.raises(ClosureError, match="needs the number of rows"):
+        opt.step(lambda m, rows: ((m(X if rows is None else X[rows]) - y) ** 2).mean())
+
+
+def test_data_parallel_is_a_no_op_in_one_process() -> None:
+    """Serially the option changes nothing: same iterates, bit for bit."""
+    runs = []
+    for dp in (False, True):
+        model, X, y = _setup()
+        opt = mldd.optim.ASPQN(model.parameters(), model=model, local_iters=3,
+                               data_parallel=dp, n_rows=X.shape[0])
+
+        def closure(m, rows, X=X, y=y):
+            r = slice(None) if rows is None else rows
+            return ((m(X[r]) - y[r]) ** 2).mean()
+
+        for _ in range(3):
+            opt.step(closure)
+        runs.append(_flat(model))
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_shard_weight() -> None:
+    from mldd.decomposition.data_parallel import shard_weight
+
+    assert shard_weight(3, 12, "mean") == 0.25 and shard_weight(3, 12, "sum") == 1.0
+    with pytest.raises(ValueError, match="does not fit a batch of 2 rows"):
+        shard_weight(3, 2, "mean")
+
+
+def test_registry_turns_data_parallel_on_for_problems_with_rows() -> None:
+    from mldd.train.methods import build_optimizer
+
+    p = _tiny_burgers()
+    model = p.build_model(seed=0)
+    opt = build_optimizer("aspqn", model.parameters(), p, {}, {"model": model})
+    assert opt._data_parallel is True
+    opt = build_optimizer("aspqn", model.parameters(), p, {"data_parallel": False},
+                          {"model": model})
+    assert opt._data_parallel is False

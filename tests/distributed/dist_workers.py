@@ -120,6 +120,34 @@ def aspqn_subspace_case(executor: Executor) -> list[Tensor]:
     return aspqn_case(executor, combine="subspace", keep_local_memory=True)
 
 
+#: Row counts the data-parallel cases' closures were called with (reported per case).
+SEEN_ROWS: set[int] = set()
+
+
+def aspqn_data_parallel_case(executor: Executor, **options: Any) -> list[Tensor]:
+    """ASPQN with data-parallel global steps: each rank evaluates half of the 32 rows there
+    (a rows closure); local solves see all rows. Serially the option has no effect."""
+    from mldd.optim import ASPQN
+
+    model, x, y = _tiny_regression()
+    options.setdefault("global_iters", 2)
+    opt = ASPQN(model.parameters(), model=model, local_iters=5, executor=executor,
+                data_parallel=True, n_rows=x.shape[0], **options)
+
+    def closure(m: nn.Module, rows: Tensor | None) -> Tensor:
+        SEEN_ROWS.add(x.shape[0] if rows is None else len(rows))
+        r = slice(None) if rows is None else rows
+        return ((m(x[r]) - y[r]) ** 2).mean()
+
+    return _run_steps(opt, model, closure, 3)
+
+
+def aspqn_data_parallel_subspace_case(executor: Executor) -> list[Tensor]:
+    """Data-parallel ASPQN with the coarse step and the subspace combination (its secants are
+    rank-local whole-batch evaluations)."""
+    return aspqn_data_parallel_case(executor, combine="subspace", two_level=True)
+
+
 def apts_layers_case(executor: Executor) -> list[Tensor]:
     """APTS by layers (3 subdomains on 2 ranks), defaults, 4 outer iterations."""
     from mldd.optim import APTS
@@ -159,6 +187,8 @@ CASES: dict[str, Callable[[Executor], list[Tensor]]] = {
     "aspqn-layers": aspqn_case,
     "aspqn-two-level-overlap": aspqn_two_level_case,
     "aspqn-subspace": aspqn_subspace_case,
+    "aspqn-data-parallel": aspqn_data_parallel_case,
+    "aspqn-data-parallel-subspace-two-level": aspqn_data_parallel_subspace_case,
     "apts-layers": apts_layers_case,
     "apts-data": apts_data_case,
 }
@@ -218,6 +248,23 @@ def failing_work(ex: DistributedExecutor, failing: list[int]) -> Any:
     return ex.guarded(work)
 
 
+def data_parallel_failure(ex: DistributedExecutor) -> Any:
+    """Data-parallel ASPQN whose closure raises on rank 1's shard (global phase only)."""
+    from mldd.optim import ASPQN
+
+    model, x, y = _tiny_regression()
+    opt = ASPQN(model.parameters(), model=model, local_iters=2, executor=ex,
+                data_parallel=True, n_rows=x.shape[0])
+
+    def closure(m: nn.Module, rows: Tensor | None) -> Tensor:
+        if rows is not None and ex.rank == 1:
+            raise ValueError("shard closure exploded on rank 1")
+        r = slice(None) if rows is None else rows
+        return ((m(x[r]) - y[r]) ** 2).mean()
+
+    return opt.step(closure)
+
+
 def hang(ex: DistributedExecutor, sleep_s: float) -> float:
     """Rank 1 sleeps ``sleep_s`` before a collective; the time the collective took."""
     if ex.rank == 1:
@@ -249,12 +296,17 @@ def suite(rank: int, world_size: int, cases: list[str], sleep_s: float) -> dict[
         lambda: ex.all_reduce_sum(torch.ones(2, dtype=torch.float64))
     )
     out["agreement"] = _record(lambda: agreement(ex.rank))
+    out["dp-failure"] = _record(lambda: data_parallel_failure(DistributedExecutor()))
+    out["after-dp-failure"] = _record(
+        lambda: ex.all_reduce_sum(torch.ones(2, dtype=torch.float64))
+    )
     for name in cases:
         def run(name: str = name) -> dict[str, Any]:
             case_ex = DistributedExecutor()  # its own counters
+            SEEN_ROWS.clear()
             xs = CASES[name](case_ex)
             return {"iterates": xs, "bytes": case_ex.bytes_communicated,
-                    "n_collectives": case_ex.n_collectives}
+                    "n_collectives": case_ex.n_collectives, "seen_rows": sorted(SEEN_ROWS)}
         out[f"case:{name}"] = _record(run)
     ex.all_reduce_sum(torch.ones(1, dtype=torch.float64))  # all connections are up
     out["hang"] = _record(lambda: hang(ex, sleep_s))

@@ -86,6 +86,21 @@ def test_handled_failure_keeps_the_group_usable(stages) -> None:
         torch.testing.assert_close(rec["value"], torch.full((2,), 2.0, dtype=torch.float64))
 
 
+def test_data_parallel_failure_raises_on_every_rank(stages) -> None:
+    """A closure that raises on one rank's shard in the data-parallel global phase ends the step
+    on every rank with ExecutorError at once (no rank waits for the timeout)."""
+    for rank, rec in enumerate(_stage(stages, "dp-failure")):
+        assert rec["status"] == "raised" and "ExecutorError" in rec["error_types"], rec
+        assert "ExecutorTimeoutError" not in rec["error_types"]
+        assert "data-parallel loss evaluation failed on 1 of 2 rank(s)" in rec["message"]
+        if rank == 1:
+            assert "shard closure exploded on rank 1" in rec["message"]
+            assert rec["cause"] == "ValueError"
+        assert rec["elapsed_s"] < 10.0
+    for rec in _stage(stages, "after-dp-failure"):
+        assert rec["status"] == "ok", rec
+
+
 def test_hung_rank_ends_with_timeout_error(stages) -> None:
     waiting, sleeper = _stage(stages, "hang")
     assert waiting["status"] == "raised" and "ExecutorTimeoutError" in waiting["error_types"]
@@ -111,6 +126,9 @@ def test_serial_and_distributed_iterates_agree(stages, name) -> None:
         for x, y in zip(xs, ref, strict=True):
             torch.testing.assert_close(x, y, rtol=0, atol=1e-10)
         assert rec["value"]["bytes"] > 0
+        if "data-parallel" in name:
+            # Global evaluations on this rank's 16 of the 32 rows, local solves on all 32.
+            assert rec["value"]["seen_rows"] == [16, 32]
 
 
 def test_toy_case_exact_and_communication_counted(stages) -> None:

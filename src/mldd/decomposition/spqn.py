@@ -426,7 +426,10 @@ class SPQNSolver:
         solver = self.local_solvers[s]
         if not self.config.keep_local_memory:
             solver.reset()
-        local = self.local_objective(objective, s, x, self.local_counters)
+        # A data-parallel objective (mldd.decomposition.data_parallel) is a collective over the
+        # ranks' shards; a subdomain solve is rank-local work and needs the whole loss.
+        local = self.local_objective(getattr(objective, "full", objective), s, x,
+                                     self.local_counters)
         dec = self.decomposition
         n_g0 = self.local_counters.n_g
         res = lbfgs_iterations(solver, local, dec.restrict(s, x), self.config.local_iters,
@@ -469,7 +472,14 @@ class SPQNSolver:
             if cfg.combine == "per_subdomain":
                 res = ex.guarded(lambda: comb.per_subdomain(evaluate, x, f, g, D, opts))
             else:
-                secant_cols = ex.guarded(lambda: self._secants(evaluate, x, g, D, results))
+                # Rank-local work: the whole loss, never the (collective) data-parallel one.
+                local_obj = getattr(objective, "full", objective)
+
+                def evaluate_here(xv: Tensor) -> tuple[float, Tensor]:
+                    fv, gv = local_obj.value_and_grad(xv)
+                    return float(fv), gv
+
+                secant_cols = ex.guarded(lambda: self._secants(evaluate_here, x, g, D, results))
                 M = ex.all_reduce_sum(secant_cols)
                 res = ex.guarded(lambda: comb.subspace(evaluate, x, f, g, D, M, opts,
                                                        cfg.subspace_iters, cfg.curvature_eps))

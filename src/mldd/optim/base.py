@@ -104,12 +104,16 @@ class FlatOptimizer(Optimizer, ABC):
             raise ClosureError(
                 f"{type(self).__name__}.step needs a closure that re-evaluates the loss, e.g. "
                 "`optimizer.step(lambda: loss_fn(model(x), y))`")
-        objective = ParamsObjective(self._params, closure, counters=self.counters)
+        objective = self._objective(closure)
         x = params_to_vector(self._params)
         result = self._solver.iterate(objective, x)
         vector_to_params(result.x, self._params)
         self.last_info = result.info
         return torch.tensor(result.f_start, dtype=self._params[0].dtype)
+
+    def _objective(self, closure: Callable[..., Tensor]) -> Any:
+        """The objective the solver iterates on for this step's ``closure``."""
+        return ParamsObjective(self._params, closure, counters=self.counters)
 
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict, with the whole solver state under the first parameter's entry."""

@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mldd import closures
+from mldd.decomposition.data_parallel import DataParallelObjective, shard_weight
 from mldd.decomposition.executors import Executor
 from mldd.decomposition.spqn import (
     LocalObjectiveFactory,
@@ -23,8 +24,9 @@ from mldd.decomposition.spqn import (
     SPQNConfig,
     SPQNSolver,
 )
-from mldd.decomposition.subdomains import Decomposition, Subdomain
+from mldd.decomposition.subdomains import Decomposition, Subdomain, data_shards
 from mldd.decomposition.two_level import bias_space, first_layers_space
+from mldd.objective import ClosureError, EvalCounters, Objective, ParamsObjective
 from mldd.optim.base import FlatOptimizer, Solver
 
 logger = logging.getLogger(__name__)
@@ -43,9 +45,23 @@ class _SPQN(FlatOptimizer):
                  model: nn.Module | None, decomposition: DecompositionSpec,
                  blocks: int | list[int] | None, overlap: int, weights: str,
                  two_level: bool, coarse: CoarseSpec, executor: Executor | None,
-                 local_objective: LocalObjective | None, config: SPQNConfig) -> None:
+                 local_objective: LocalObjective | None, config: SPQNConfig,
+                 data_parallel: bool = False, n_rows: int | None = None,
+                 loss_reduction: str = "mean") -> None:
         if model is not None and not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(data_parallel, bool):
+            raise ValueError(f"data_parallel must be True or False, got {data_parallel!r}")
+        if data_parallel and model is None:
+            raise ValueError(f"{type(self).__name__}(data_parallel=True) evaluates shards of "
+                             "the batch with closure(model, rows), so it needs model=model")
+        if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
+                                   or n_rows < 1):
+            raise ValueError(f"n_rows must be None or an integer >= 1, got {n_rows!r}")
+        shard_weight(1, 1, loss_reduction)  # validates the name
+        self._data_parallel, self._n_rows = data_parallel, n_rows
+        self._loss_reduction = loss_reduction
+        self._rows_closure: Callable[..., Tensor] | None = None
         self._model = model
         self._decomposition_spec = decomposition
         self._blocks, self._overlap, self._weights = blocks, overlap, weights
@@ -131,9 +147,42 @@ class _SPQN(FlatOptimizer):
         A closure that needs the model (``closure(model)`` or ``closure(model, rows)``, see
         :mod:`mldd.closures`) is bound to ``model=`` and called with the whole batch.
         """
+        self._rows_closure = None
+        ex = self._executor
+        if closure is not None and self._data_parallel and ex is not None and ex.world_size > 1:
+            closures.require_kind(closure, "rows", f"{type(self).__name__}(data_parallel=True)")
+            self._rows_closure = closure
+            return super().step(closures.bind(closure, self._model))
         if closure is not None and not _callable_without_arguments(closure):
             closure = closures.bind(closure, self._model)
         return super().step(closure)
+
+    def _objective(self, closure: Callable[..., Tensor]) -> Objective:
+        rows_closure, ex = self._rows_closure, self._executor
+        if rows_closure is None or ex is None:
+            return super()._objective(closure)
+        # Data-parallel global phase: this rank evaluates its shard of the rows; the
+        # all-reduced sum is the whole loss (mldd.decomposition.data_parallel).
+        n_rows = getattr(rows_closure, "n_rows", None)
+        n_rows = self._n_rows if n_rows is None else int(n_rows)
+        if n_rows is None:
+            raise ClosureError(
+                f"{type(self).__name__}(data_parallel=True) needs the number of rows of the "
+                "batch to shard it: pass n_rows= to the optimizer or set closure.n_rows")
+        if n_rows < ex.world_size:
+            raise ValueError(f"cannot shard {n_rows} rows over {ex.world_size} processes")
+        rows = data_shards(n_rows, ex.world_size)[ex.rank]
+        weight = shard_weight(len(rows), n_rows, self._loss_reduction)
+        shard_loss = closures.bind(rows_closure, self._model, rows)
+
+        def shard_closure() -> Tensor:
+            return shard_loss() * weight
+
+        shard = ParamsObjective(self._params, shard_closure, counters=EvalCounters())
+        # Rank-local whole-batch evaluations (secants of the subspace combination) count as
+        # global gradients, as without data parallelism; subdomain solves count their own.
+        full = ParamsObjective(self._params, closure, counters=self.counters)
+        return DataParallelObjective(shard, ex, full, counters=self.counters)
 
     @property
     def solver(self) -> SPQNSolver:
@@ -205,6 +254,16 @@ _ADDITIVE_ARGS = """        combine: ``"line_search"`` (default, the paper: one 
         subspace_iters: BFGS iterations of the subspace combination (1).
         executor: where the subdomains run (default serial; see
             :mod:`mldd.decomposition.executors`).
+        data_parallel: with a distributed executor, split the rows of the batch over the ranks
+            for the global phase (combination line search, global L-BFGS steps, coarse step):
+            each rank evaluates its shard and one all-reduce of ``(f_r, ∇f_r)`` gives every rank
+            the whole loss (:mod:`mldd.decomposition.data_parallel`). The subdomain solves still
+            see the whole batch. Needs ``model=`` and a rows closure ``closure(model, rows)``
+            (:mod:`mldd.closures`) whose loss is a mean (or, with ``loss_reduction="sum"``, a
+            sum) over rows. Iterates equal the serial ones up to rounding. Default False; no
+            effect in one process.
+        n_rows: rows of the batch when the closure has no ``n_rows`` attribute.
+        loss_reduction: ``"mean"`` (default) or ``"sum"``: how the loss reduces over rows.
 """
 
 
@@ -246,7 +305,8 @@ class ASPQN(_SPQN):
                  c2: float = 0.9, max_ls: int = 25, tolerance_grad: float = 1e-7,
                  tolerance_change: float = 1e-9, local_tolerance_grad: float = 1e-7,
                  local_tolerance_change: float = 1e-9, curvature_eps: float = 1e-10,
-                 reuse_evaluations: bool = True) -> None:
+                 reuse_evaluations: bool = True, data_parallel: bool = False,
+                 n_rows: int | None = None, loss_reduction: str = "mean") -> None:
         config = SPQNConfig(
             variant="additive", local_iters=local_iters, local_memory=local_memory,
             keep_local_memory=keep_local_memory, combine=combine, subspace_iters=subspace_iters,
@@ -258,7 +318,9 @@ class ASPQN(_SPQN):
             reuse_evaluations=reuse_evaluations)
         super().__init__(params, model=model, decomposition=decomposition, blocks=blocks,
                          overlap=overlap, weights=weights, two_level=two_level, coarse=coarse,
-                         executor=executor, local_objective=local_objective, config=config)
+                         executor=executor, local_objective=local_objective, config=config,
+                         data_parallel=data_parallel, n_rows=n_rows,
+                         loss_reduction=loss_reduction)
 
 
 class MSPQN(_SPQN):

@@ -43,6 +43,8 @@ class ParallelResult:
         bytes_per_iter, collectives_per_iter: what one rank all-reduced per outer iteration.
         max_iterate_diff: largest ``|x_serial − x_parallel|`` over the measured iterates.
         subdomains_per_rank: how many subdomains each rank solved.
+        data_parallel: whether the processes split the rows for the global phase
+            (:mod:`mldd.decomposition.data_parallel`).
         options: method and problem options used.
     """
 
@@ -58,6 +60,7 @@ class ParallelResult:
     collectives_per_iter: float
     max_iterate_diff: float
     subdomains_per_rank: list[int] = field(default_factory=list)
+    data_parallel: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,8 +83,12 @@ def _run(method: str, problem_name: str, problem_opts: dict[str, Any],
                           {"model": model})
     ex = getattr(opt, "executor", None) or getattr(opt, "_executor", None)
 
-    def closure() -> torch.Tensor:
-        return problem.loss(model)
+    def closure(m: torch.nn.Module | None = None,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        # The trainer's rows closure: data-parallel methods evaluate shards of the points.
+        return problem.loss(model if m is None else m, problem.select_rows(None, rows))
+
+    closure.n_rows = problem.n_rows(None)  # type: ignore[attr-defined]
 
     times: list[float] = []
     iterates: list[list[float]] = []
@@ -106,6 +113,7 @@ def _run(method: str, problem_name: str, problem_opts: dict[str, Any],
         "bytes": int(getattr(ex, "bytes_communicated", 0)) - bytes0,
         "collectives": int(getattr(ex, "n_collectives", 0)) - coll0,
         "owned": owned,
+        "data_parallel": bool(getattr(opt, "_data_parallel", False)),
     }
 
 
@@ -194,6 +202,7 @@ def measure_parallel_efficiency(
         collectives_per_iter=par["collectives"] / outer_iters,
         max_iterate_diff=diff,
         subdomains_per_rank=[int(r["owned"]) for r in recs],
+        data_parallel=bool(par["data_parallel"]),
         options={"problem": popts, "method": mopts, "seed": seed},
     )
 
@@ -204,7 +213,8 @@ def format_parallel(result: ParallelResult) -> str:
     kib = r.bytes_per_iter / 1024.0
     return "\n".join([
         f"Parallel efficiency of `{r.method}` on `{r.problem}` ({r.nproc} processes × 1 thread "
-        f"vs 1 process × 1 thread; median of {r.outer_iters} outer iterations after a warm-up)",
+        f"vs 1 process × 1 thread; median of {r.outer_iters} outer iterations after a warm-up; "
+        f"global phase {'data-parallel' if r.data_parallel else 'replicated on every process'})",
         "",
         "| serial s/iter | parallel s/iter | speed-up | efficiency | communicated per iter "
         "(one rank) | all-reduces per iter | subdomains per rank | max iterate difference |",

@@ -523,9 +523,21 @@ def _with_model(cls_name: str) -> Builder:
         if cls_name in ("ASPQN", "MSPQN"):
             kw["local_objective"] = _schwarz_local_objective(
                 cls_name, kw.get("local_objective"), problem, model)
+        if kw.get("data_parallel") == "auto":
+            # The trainer's closure is a rows closure with n_rows whenever the problem gives row
+            # access (every built-in problem; its loss is a mean over rows).
+            kw["data_parallel"] = model is not None and _has_rows(problem)
         return _mldd_optimizer(cls_name, params, kw)
 
     return build
+
+
+def _has_rows(problem: Problem) -> bool:
+    try:
+        problem.n_rows(None)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def _schwarz_local_objective(cls_name: str, choice: Any, problem: Problem, model: Any) -> Any:
@@ -551,10 +563,11 @@ def _schwarz_local_objective(cls_name: str, choice: Any, problem: Problem, model
 register_method(
     "aspqn",
     _with_model("ASPQN"),
-    defaults={"decomposition": "layers", "combine": "line_search", "local_objective": "auto"},
+    defaults={"decomposition": "layers", "combine": "line_search", "local_objective": "auto",
+              "data_parallel": "auto"},
     full_batch=True,
     description="mldd.optim.ASPQN: additive Schwarz-preconditioned L-BFGS, one subdomain per "
-    "layer [KKKK24]",
+    "layer [KKKK24]; under --nproc the global steps are data-parallel (data_parallel='auto')",
     extra_options=_kwonly("ASPQN"),
     distributed=True,
 )
