@@ -462,3 +462,44 @@ def test_a_failing_rank_raises_on_every_rank() -> None:
 def test_counters_for_solver_default_to_fresh() -> None:
     s = SPQNSolver(SPQNConfig(), Decomposition.from_sizes([1, 1]))
     assert isinstance(s.counters, EvalCounters) and s.local_counters is not s.counters
+
+
+def test_owned_balanced_lpt_assignment() -> None:
+    from mldd.decomposition.executors import owned_balanced
+
+    # The measured layer-gradient costs of Burgers 8×20 (prefix-cached blocks): round robin
+    # gives rank 0 2.20 of 3.98; longest-first gives 2.00 / 1.98.
+    costs = [0.80, 0.72, 0.63, 0.54, 0.45, 0.36, 0.27, 0.16, 0.05]
+    parts = [owned_balanced(r, 2, costs) for r in range(2)]
+    assert sorted(parts[0] + parts[1]) == list(range(9))
+    loads = [sum(costs[s] for s in p) for p in parts]
+    assert max(loads) <= 2.01 and max(loads) < sum(costs[0::2])
+    # Every rank owns at least one subdomain, even when one cost dominates.
+    parts = [owned_balanced(r, 3, [100.0, 1.0, 1.0]) for r in range(3)]
+    assert parts == [[0], [1], [2]]
+    with pytest.raises(ValueError, match="2 subdomains cannot be shared by 3 processes"):
+        owned_balanced(0, 3, [1.0, 1.0])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        owned_balanced(0, 2, [1.0, 0.0])
+
+
+def test_solver_balances_ownership_by_cost() -> None:
+    """With several ranks the solver deals subdomains by estimated cost (earlier parameters cost
+    more), unless round robin is asked for; the chosen subdomains are fixed in ``owned``."""
+    dec = Decomposition.from_sizes([40, 30, 20, 10])
+
+    class _Rank:
+        def __init__(self, rank: int) -> None:
+            self.rank, self.world_size = rank, 2
+
+        def owns(self, n: int) -> list[int]:
+            return owned_round_robin(self.rank, 2, n)
+
+    owned = [SPQNSolver(SPQNConfig(), dec, executor=_Rank(r)).owned for r in range(2)]
+    # Costs (n − first index)/n = 1.0, 0.6, 0.3, 0.1: rank 0 gets {0}, rank 1 {1, 2, 3}.
+    assert owned == [[0], [1, 2, 3]]
+    rr = [SPQNSolver(SPQNConfig(ownership="round_robin"), dec, executor=_Rank(r)).owned
+          for r in range(2)]
+    assert rr == [[0, 2], [1, 3]]
+    with pytest.raises(ValueError, match="ownership"):
+        SPQNConfig(ownership="random")

@@ -118,3 +118,25 @@ def test_run_suite_reuse_keeps_finished_runs(tmp_path, tiny: str) -> None:
     third = run_suite(tiny_suite(tiny), out, progress=False, budget_s=0.3, plots=False, reuse=True)
     assert all(r["summary"] is None or r["summary"]["time_s"] > 0.0 for r in third["records"])
     assert all(r["summary"] != kept.get(r["dir"]) for r in third["records"] if r["summary"])
+
+
+def test_baseline_at_start_gives_no_speed_up() -> None:
+    """A target the baseline met with its initial weights shows "at start" and no ratio (a 0 s
+    baseline time would otherwise read as a 0.00× speed-up)."""
+    from mldd.train.report import problem_table
+
+    def run(errors: list[float]) -> dict:
+        rows = [{"time_s": 10.0 * i, "grad_evals": i, "err": e} for i, e in enumerate(errors)]
+        return {"rows": rows, "summary": {"metric": "err", "higher_is_better": False,
+                                          "final_metric": errors[-1], "best_metric": min(errors),
+                                          "grad_evals": len(errors), "ms_per_grad_eval": 1.0,
+                                          "iterations": len(errors), "stop_reason": "budget_s"}}
+
+    runs = {"base": [run([0.5, 0.9, 0.8])], "other": [run([0.9, 0.7, 0.4])]}
+    group = {"baseline": "base", "targets": [{"name": "base", "labels": ["base"]}]}
+    lines = problem_table("p", runs, group)
+    table = "\n".join(lines)
+    base_row = next(ln for ln in lines if ln.startswith("| `base`"))
+    other_row = next(ln for ln in lines if ln.startswith("| `other`"))
+    assert "at start" in base_row and "0.00×" not in table
+    assert "20.0 s | – |" in other_row

@@ -74,7 +74,11 @@ class DataParallelObjective(Objective):
 
     Attributes:
         full: the whole-batch objective (not all-reduced).
+        agrees_on_failure: True: every evaluation is a collective after which all ranks either
+            have the same numbers or all raise, so callers need no failure flag of their own.
     """
+
+    agrees_on_failure = True
 
     def __init__(self, shard: Objective, executor: Executor, full: Objective,
                  counters: EvalCounters | None = None) -> None:

@@ -59,13 +59,13 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from mldd.decomposition import combine as comb
-from mldd.decomposition.executors import Executor, SerialExecutor
+from mldd.decomposition.executors import Executor, SerialExecutor, owned_balanced
 from mldd.decomposition.local import LocalSolve, lbfgs_iterations
 from mldd.decomposition.local import local_objective as default_local_objective
 from mldd.decomposition.subdomains import Decomposition
@@ -84,6 +84,8 @@ from mldd.solvers.base import (
 from mldd.solvers.lbfgs import LBFGSConfig, LBFGSSolver
 
 VARIANTS = ("additive", "multiplicative")
+OWNERSHIPS = ("balanced", "round_robin")
+T = TypeVar("T")
 
 #: ``(objective, s, x_base, counters) -> Objective`` over the entries of subdomain ``s``.
 LocalObjectiveFactory = Callable[[Objective, int, Tensor, EvalCounters], Objective]
@@ -142,6 +144,10 @@ class SPQNConfig:
         curvature_eps: pair-skipping threshold of every L-BFGS memory (1e-10).
         reuse_evaluations: reuse the loss/gradient at ``x_{k+1}`` found by the global line
             search at the next outer iteration (True; False for closures that change the batch).
+        ownership: additive, several processes: which rank solves which subdomain.
+            ``"balanced"`` (default): by estimated cost of a local gradient, longest first to the
+            least-loaded rank (:func:`~mldd.decomposition.executors.owned_balanced`);
+            ``"round_robin"``: the executor's own rule (``executor.owns``).
     """
 
     variant: str = "additive"
@@ -164,9 +170,11 @@ class SPQNConfig:
     local_tolerance_change: float = 1e-9
     curvature_eps: float = 1e-10
     reuse_evaluations: bool = True
+    ownership: str = "balanced"
 
     def __post_init__(self) -> None:
         check_choice("variant", self.variant, VARIANTS)
+        check_choice("ownership", self.ownership, OWNERSHIPS)
         check_choice("combine", self.combine, comb.COMBINES)
         for name in ("local_iters", "local_memory", "subspace_iters", "memory", "coarse_iters",
                      "max_ls", "global_iters"):
@@ -277,6 +285,10 @@ class GlobalStep:
         self.n_resets = int(d["n_resets"])
 
 
+def _call(fn: Callable[[], T]) -> T:
+    return fn()
+
+
 class SPQNSolver:
     """ASPQN / MSPQN / two-level SPQN on flat vectors (see the module docstring).
 
@@ -323,17 +335,39 @@ class SPQNSolver:
         self.cache = EvaluationCache()
         self.global_step = GlobalStep(config.memory, config.momentum, config.curvature_eps)
         lc = config.local_config()
+        #: The subdomains this rank solves (fixed for the run: the local memories live here).
+        self.owned: list[int] = self._solved_here()
         self.local_solvers = {s: LBFGSSolver(lc, counters=self.local_counters)
-                              for s in self._solved_here()}
+                              for s in self.owned}
         self.coarse_solver = LBFGSSolver(lc, counters=self.coarse_counters)
         self.n_iter = 0
         self.stop_reason: str | None = None
         self.last_step_lengths: list[float] = []
 
     def _solved_here(self) -> list[int]:
+        n = len(self.decomposition)
         if self.config.variant == "multiplicative":
-            return list(range(len(self.decomposition)))
-        return self.executor.owns(len(self.decomposition))
+            return list(range(n))
+        ex = self.executor
+        if ex.world_size == 1 or self.config.ownership == "round_robin":
+            return ex.owns(n)
+        return owned_balanced(ex.rank, ex.world_size, self.subdomain_costs())
+
+    def subdomain_costs(self) -> list[float]:
+        """Estimated cost of one local gradient of each subdomain, in fine gradients.
+
+        The local objective factory's own estimate when it has one (``costs`` attribute, e.g.
+        the PINN layer blocks with cached prefix), else ``(n − first index)/n``: a local gradient
+        runs backward from the output down to the subdomain's first parameter, so in a network
+        whose parameters are ordered input to output it costs about the share of parameters
+        from there on.
+        """
+        given = getattr(self.local_objective, "costs", None)
+        if given is not None:
+            return [float(c) for c in given]
+        n = self.decomposition.n
+        return [(n - int(self.decomposition[s].index[0])) / n
+                for s in range(len(self.decomposition))]
 
     def _subspace_objective(self, objective: Objective, s: int, x_base: Tensor,
                             counters: EvalCounters) -> Objective:
@@ -372,7 +406,8 @@ class SPQNSolver:
 
         x_k, f_k, g_k = x, f, g
         if self.coarse_index is not None:
-            x_k, f_k, g_k = ex.guarded(lambda: self._coarse(objective, x, f, g, info))
+            x_k, f_k, g_k = self._shared(objective)(
+                lambda: self._coarse(objective, x, f, g, info))
         if cfg.variant == "multiplicative":
             x_h, f_h, g_h = ex.guarded(lambda: self._sweep(objective, evaluate, x_k, f_k, g_k,
                                                            info))
@@ -386,7 +421,7 @@ class SPQNSolver:
         done = 0
         while (cfg.global_step and done < cfg.global_iters
                and max_abs(g_new) > cfg.tolerance_grad):
-            x_new, f_new, g_new, ginfo = ex.guarded(
+            x_new, f_new, g_new, ginfo = self._shared(objective)(
                 functools.partial(self.global_step.step, evaluate, x_new, f_new, g_new, opts))
             global_failed = bool(ginfo.pop("global_failed_from_steepest_descent", False))
             info.update(ginfo)
@@ -405,6 +440,20 @@ class SPQNSolver:
         elif max_abs(g_new) <= cfg.tolerance_grad:
             reason = f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}"
         return self._finish(x_new, f_start, g_new, info, reason)
+
+    def _shared(self, objective: Objective) -> Callable[[Callable[[], T]], T]:
+        """How to run the global phase's work ``fn``, the same on every rank.
+
+        ``executor.guarded`` (one failure-flag all-reduce) when ``fn`` evaluates the loss on each
+        rank by itself: a closure may raise on one rank only. Plain ``fn()`` when the objective's
+        evaluations are collectives that already agree on failure (``agrees_on_failure``, the
+        data-parallel objective): the rest of ``fn`` is the same arithmetic on every rank, so an
+        error there is raised by every rank at once, and the flag would cost a collective per
+        global step for nothing.
+        """
+        if getattr(objective, "agrees_on_failure", False):
+            return _call
+        return self.executor.guarded
 
     def _coarse(self, objective: Objective, x: Tensor, f: float, g: Tensor,
                 info: dict[str, Any]) -> tuple[Tensor, float, Tensor]:
@@ -458,7 +507,7 @@ class SPQNSolver:
                   g: Tensor, info: dict[str, Any]) -> tuple[Tensor, float, Tensor]:
         """Additive: all subdomains from ``x``, then the chosen combination."""
         cfg, ex, dec = self.config, self.executor, self.decomposition
-        owned = ex.owns(len(dec))
+        owned = self.owned
         results: dict[int, LocalSolve] = ex.guarded(
             lambda: {s: self._local(objective, s, x, f, g) for s in owned})
         info["local_iters"] = {s: r.iterations for s, r in results.items()}
@@ -466,11 +515,13 @@ class SPQNSolver:
         opts = cfg.line_search_options()
         if cfg.combine == "line_search":
             d = ex.all_reduce_sum(dec.combine(corrections))
-            res = ex.guarded(lambda: comb.along_sum(evaluate, x, f, g, d, len(dec), opts))
+            res = self._shared(objective)(
+                lambda: comb.along_sum(evaluate, x, f, g, d, len(dec), opts))
         else:
             D = self._columns(corrections, x)
             if cfg.combine == "per_subdomain":
-                res = ex.guarded(lambda: comb.per_subdomain(evaluate, x, f, g, D, opts))
+                res = self._shared(objective)(
+                    lambda: comb.per_subdomain(evaluate, x, f, g, D, opts))
             else:
                 # Rank-local work: the whole loss, never the (collective) data-parallel one.
                 local_obj = getattr(objective, "full", objective)
@@ -481,7 +532,7 @@ class SPQNSolver:
 
                 secant_cols = ex.guarded(lambda: self._secants(evaluate_here, x, g, D, results))
                 M = ex.all_reduce_sum(secant_cols)
-                res = ex.guarded(lambda: comb.subspace(evaluate, x, f, g, D, M, opts,
+                res = self._shared(objective)(lambda: comb.subspace(evaluate, x, f, g, D, M, opts,
                                                        cfg.subspace_iters, cfg.curvature_eps))
         info.update(combine_weights=res.weights, combine_evals=res.n_evals,
                     combine=res.reason)

@@ -264,6 +264,9 @@ _ADDITIVE_ARGS = """        combine: ``"line_search"`` (default, the paper: one 
             effect in one process.
         n_rows: rows of the batch when the closure has no ``n_rows`` attribute.
         loss_reduction: ``"mean"`` (default) or ``"sum"``: how the loss reduces over rows.
+        ownership: with several processes, ``"balanced"`` (default: subdomains dealt by
+            estimated local-gradient cost, longest first to the least-loaded rank) or
+            ``"round_robin"`` (rank ``r`` of ``p`` solves ``r, r + p, …``).
 """
 
 
@@ -306,7 +309,8 @@ class ASPQN(_SPQN):
                  tolerance_change: float = 1e-9, local_tolerance_grad: float = 1e-7,
                  local_tolerance_change: float = 1e-9, curvature_eps: float = 1e-10,
                  reuse_evaluations: bool = True, data_parallel: bool = False,
-                 n_rows: int | None = None, loss_reduction: str = "mean") -> None:
+                 n_rows: int | None = None, loss_reduction: str = "mean",
+                 ownership: str = "balanced") -> None:
         config = SPQNConfig(
             variant="additive", local_iters=local_iters, local_memory=local_memory,
             keep_local_memory=keep_local_memory, combine=combine, subspace_iters=subspace_iters,
@@ -315,7 +319,7 @@ class ASPQN(_SPQN):
             c1=c1, c2=c2, max_ls=max_ls, tolerance_grad=tolerance_grad,
             tolerance_change=tolerance_change, local_tolerance_grad=local_tolerance_grad,
             local_tolerance_change=local_tolerance_change, curvature_eps=curvature_eps,
-            reuse_evaluations=reuse_evaluations)
+            reuse_evaluations=reuse_evaluations, ownership=ownership)
         super().__init__(params, model=model, decomposition=decomposition, blocks=blocks,
                          overlap=overlap, weights=weights, two_level=two_level, coarse=coarse,
                          executor=executor, local_objective=local_objective, config=config,

@@ -106,7 +106,11 @@ def _run(method: str, problem_name: str, problem_opts: dict[str, Any],
             times.append(dt)
         iterates.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist())
     n_sub = len(opt.decomposition) if getattr(opt, "decomposition", None) is not None else 0
-    owned = len(ex.owns(n_sub)) if ex is not None and n_sub else n_sub
+    solver = getattr(opt, "solver", None)
+    if solver is not None and hasattr(solver, "owned"):
+        owned = len(solver.owned)
+    else:
+        owned = len(ex.owns(n_sub)) if ex is not None and n_sub else n_sub
     return {
         "times": times,
         "iterates": iterates,

@@ -182,7 +182,8 @@ def problem_table(
                 continue
             cell, med = _time_cell([time_to(r["rows"], metric, value, hib) for r in recs])
             bt = base_times.get(name, math.inf)
-            ok = math.isfinite(med) and math.isfinite(bt) and med > 0
+            # A baseline that met the target with its initial weights (time 0) gives no ratio.
+            ok = math.isfinite(med) and math.isfinite(bt) and med > 0 and bt > 0
             speed = f"{bt / med:.2f}×" if ok else "–"
             cells += [cell, speed]
         lines.append("| " + " | ".join(cells) + " |")

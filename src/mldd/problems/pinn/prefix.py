@@ -401,6 +401,11 @@ def local_objective_factory(problem: PINNProblem, model: nn.Module, decompositio
         return BlockObjective(problem, model, range(block[0], block[1] + 1), x_base,
                               batch=batch, counters=counters)
 
+    # Estimated cost of each subdomain's local gradient (the solver balances ranks with it): a
+    # block's share of the layers, a generic subdomain a whole gradient.
+    n_layers = len(layer_slices(model)) if any(b is not None for b in blocks) else 1
+    make.costs = [1.0 if b is None else block_grad_cost(n_layers, b[0])  # type: ignore[attr-defined]
+                  for b in blocks]
     return make
 
 
