@@ -12,11 +12,17 @@ def test_parallel_measurement_reproduces_the_serial_iterates() -> None:
         problem="poisson2d",
         problem_options={"n_collocation": 64, "width": 6, "depth": 2,
                          "reference_options": {"n_eval": 11}},
-        method_options={"local_iters": 2},
+        # Replicated global phase: the iterates are then bit-identical. With the data-parallel
+        # one (the default) they agree to rounding only, and on this tiny, badly scaled problem
+        # a local line search branches differently on last-bit differences (the identity to
+        # 1e-10 is tested on a better-scaled problem in tests/distributed).
+        method_options={"local_iters": 2, "data_parallel": False},
         nproc=2, outer_iters=1, timeout_s=120,
     )
+    assert not r.data_parallel
     assert r.max_iterate_diff < 1e-10
-    assert r.subdomains_per_rank == [2, 1]  # 3 layers, round robin
+    # 3 layers dealt by estimated cost (1, 2/3, 1/3 of a gradient): the first alone on rank 0.
+    assert r.subdomains_per_rank == [1, 2]
     assert r.bytes_per_iter > 0 and r.collectives_per_iter >= 1
     assert r.serial_s > 0 and r.parallel_s > 0
     assert abs(r.efficiency - r.speedup / 2) < 1e-12
