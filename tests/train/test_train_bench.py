@@ -140,3 +140,37 @@ def test_baseline_at_start_gives_no_speed_up() -> None:
     other_row = next(ln for ln in lines if ln.startswith("| `other`"))
     assert "at start" in base_row and "0.00×" not in table
     assert "20.0 s | – |" in other_row
+
+
+def test_a_problem_in_two_groups_gets_two_sections(tmp_path, tiny: str) -> None:
+    """Runs of one problem in two groups (other options, other methods) are not merged."""
+    suite = {
+        "description": "two groups, one problem", "budget_s": 0.1, "seeds": 1, "threads": 1,
+        "groups": [
+            {"problems": {tiny: {}}, "methods": [{"label": "adam", "method": "adam",
+                                                  "options": {"lr": 1e-3}}],
+             "baseline": "adam", "targets": []},
+            {"problems": {tiny: {}}, "methods": [{"label": "sgd", "method": "sgd",
+                                                  "options": {}}],
+             "baseline": "sgd", "targets": []},
+        ],
+    }
+    out = tmp_path / "b"
+    run_suite(suite, out, progress=False)
+    text = (out / "report.md").read_text()
+    first, second = text.index(f"## {tiny}-group1"), text.index(f"## {tiny}-group2")
+    assert "`adam`" in text[first:second] and "`sgd`" not in text[first:second]
+    assert "`sgd`" in text[second:] and "`adam`" not in text[second:]
+    assert (out / f"{tiny}-group2_vs_time.png").is_file()
+
+
+def test_two_groups_may_not_share_a_run_directory(tmp_path, tiny: str) -> None:
+    import pytest
+
+    m = [{"label": "adam", "method": "adam", "options": {}}]
+    suite = {"description": "clash", "budget_s": 0.1, "seeds": 1, "threads": 1,
+             "groups": [{"problems": {tiny: {}}, "methods": m, "targets": []},
+                        {"problems": {tiny: {}}, "methods": m, "targets": []}]}
+    with pytest.raises(ValueError, match="suite groups 0 and 1 both run method label 'adam'"):
+        run_suite(suite, tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists()

@@ -205,6 +205,7 @@ def _plan(
 ) -> list[tuple[dict[str, Any], RunConfig, int]]:
     """Every run of the suite in order: (record, config, processes)."""
     plan: list[tuple[dict[str, Any], RunConfig, int]] = []
+    owner: dict[Path, int] = {}
     for gi, group in enumerate(spec["groups"]):
         runs = expand_methods(group["methods"])
         for pname, poptions in group["problems"].items():
@@ -213,6 +214,13 @@ def _plan(
                 for entry in runs:
                     dtype = entry.get("dtype", spec.get("dtype"))
                     run_dir = out / "runs" / _safe(pname) / _safe(entry["label"]) / f"seed{seed}"
+                    if owner.setdefault(run_dir, gi) != gi:
+                        # Two groups would write the same run directory (and --reuse would
+                        # mistake one's run for the other's).
+                        raise ValueError(
+                            f"suite groups {owner[run_dir]} and {gi} both run method label "
+                            f"{entry['label']!r} on problem {pname!r}; give one of them "
+                            "another label")
                     cfg = RunConfig(
                         problem=ComponentConfig(pname, dict(popts)),
                         method=ComponentConfig(entry["method"], dict(entry.get("options") or {})),

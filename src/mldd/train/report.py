@@ -49,14 +49,22 @@ def select_runs(index: dict[str, Any]) -> dict[str, dict[str, list[dict[str, Any
     """problem → display label → successful records, keeping one learning rate per grid.
 
     For an entry expanded from ``lr_grid``, the learning rate with the best median final metric
-    is kept and shown as ``<label> (lr=<lr>)``.
+    is kept and shown as ``<label> (lr=<lr>)``. A problem that appears in several groups of the
+    suite (with other options or methods) gets one section per group, keyed
+    ``<problem>-group<k>`` (``k`` counted from 1).
     """
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     by_problem: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    groups_of: dict[str, set[int]] = {}
+    for rec in index["records"]:
+        groups_of.setdefault(rec["problem"], set()).add(int(rec.get("group", 0)))
     for rec in index["records"]:
         if not rec.get("summary"):
             continue
-        by_problem.setdefault(rec["problem"], {}).setdefault(rec["group_label"], {}).setdefault(
+        key = rec["problem"]
+        if len(groups_of[key]) > 1:
+            key = f"{key}-group{int(rec.get('group', 0)) + 1}"
+        by_problem.setdefault(key, {}).setdefault(rec["group_label"], {}).setdefault(
             rec["label"], []
         ).append(rec)
     for problem, groups in by_problem.items():
@@ -218,7 +226,7 @@ def render(index: dict[str, Any]) -> str:
         lines.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in v))
     lines.append("")
     for problem, pruns in runs.items():
-        gi = next(r["group"] for r in recs if r["problem"] == problem)
+        gi = int(next(iter(pruns.values()))[0].get("group", 0))
         lines += problem_table(problem, pruns, spec["groups"][gi])
         lines.append(f"![{problem} vs time]({problem}_vs_time.png) "
                      f"![{problem} vs grad evals]({problem}_vs_grad_evals.png)")
