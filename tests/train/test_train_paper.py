@@ -77,14 +77,15 @@ def test_group_budgets_and_quick_overrides(tmp_path) -> None:
     spec["seeds"] = 3
     spec["groups"].append({**spec["groups"][0], "budget_s": 0.2,
                            "problems": {"poisson2d": {"n_collocation": 100}}})
-    spec["groups"][1]["methods"] = spec["groups"][1]["methods"][:1]
+    # Its own label: the same problem and label in two groups would share a run directory.
+    spec["groups"][1]["methods"] = [{**spec["groups"][1]["methods"][0], "label": "adam-small"}]
     spec["groups"][1]["targets"] = []
-    spec["groups"][1]["baseline"] = "adam"
+    spec["groups"][1]["baseline"] = "adam-small"
     index = run_suite(spec, tmp_path, progress=False, plots=False, quick=True)
     assert index["seeds"] == 1  # quick.seeds wins over the suite's 3
     assert index["group_budgets_s"] == [0.15, 0.1]
     budgets = {(r["group"], r["label"]): r["budget_s"] for r in index["records"]}
-    assert budgets[(1, "adam")] == 0.1 and budgets[(0, "mspqn")] == 0.15
+    assert budgets[(1, "adam-small")] == 0.1 and budgets[(0, "mspqn")] == 0.15
     assert "0.15 s (poisson2d); 0.1 s (poisson2d)" in (tmp_path / "report.md").read_text()
 
 
