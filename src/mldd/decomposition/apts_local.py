@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mldd.decomposition.data_parallel import check_loss_reduction
 from mldd.decomposition.executors import Executor
 from mldd.decomposition.local import SubspaceObjective
 from mldd.decomposition.subdomains import Decomposition
@@ -288,9 +289,7 @@ class DataShards(SubdomainProblem):
             raise ValueError(f"every shard needs at least one row, got sizes {list(sizes)}")
         if combine not in ("sum", "mean"):
             raise ValueError(f"combine={combine!r} is not allowed; choose 'sum' or 'mean'")
-        if loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"loss_reduction={loss_reduction!r} is not allowed; choose 'mean' "
-                             "or 'sum'")
+        check_loss_reduction(loss_reduction)
         ns = {s.n for s in shards}
         if len(ns) != 1:
             raise ValueError(f"all shards must be over the same parameters, got sizes {ns}")

@@ -34,11 +34,18 @@ from torch import Tensor
 from mldd.decomposition.executors import Executor, ExecutorError
 from mldd.objective import EvalCounters, MatVec, Objective
 
-__all__ = ["DataParallelObjective", "shard_weight"]
+__all__ = ["LOSS_REDUCTIONS", "DataParallelObjective", "check_loss_reduction", "shard_weight"]
 
 #: How the loss reduces over rows: ``"mean"`` (a shard's loss is weighted by its share of the
 #: rows) or ``"sum"`` (shard losses add up as they are).
 LOSS_REDUCTIONS: tuple[str, ...] = ("mean", "sum")
+
+
+def check_loss_reduction(loss_reduction: str) -> None:
+    """Raise ``ValueError`` unless ``loss_reduction`` is one of :data:`LOSS_REDUCTIONS`."""
+    if loss_reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
+                         f"{loss_reduction!r}")
 
 
 def shard_weight(n_shard: int, n_rows: int, loss_reduction: str) -> float:
@@ -52,9 +59,7 @@ def shard_weight(n_shard: int, n_rows: int, loss_reduction: str) -> float:
     Raises:
         ValueError: unknown ``loss_reduction`` or inconsistent counts.
     """
-    if loss_reduction not in LOSS_REDUCTIONS:
-        raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
-                         f"{loss_reduction!r}")
+    check_loss_reduction(loss_reduction)
     if not 0 < n_shard <= n_rows:
         raise ValueError(f"a shard of {n_shard} rows does not fit a batch of {n_rows} rows")
     return n_shard / n_rows if loss_reduction == "mean" else 1.0

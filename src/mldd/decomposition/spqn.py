@@ -289,6 +289,16 @@ def _call(fn: Callable[[], T]) -> T:
     return fn()
 
 
+def _evaluator(objective: Objective) -> comb.Evaluate:
+    """``x ↦ (f(x) as a float, ∇f(x))`` for the line searches."""
+
+    def evaluate(xv: Tensor) -> tuple[float, Tensor]:
+        fv, gv = objective.value_and_grad(xv)
+        return float(fv), gv
+
+    return evaluate
+
+
 class SPQNSolver:
     """ASPQN / MSPQN / two-level SPQN on flat vectors (see the module docstring).
 
@@ -400,9 +410,7 @@ class SPQNSolver:
         f_start = f
         self.n_iter += 1
 
-        def evaluate(xv: Tensor) -> tuple[float, Tensor]:
-            fv, gv = objective.value_and_grad(xv)
-            return float(fv), gv
+        evaluate = _evaluator(objective)
 
         x_k, f_k, g_k = x, f, g
         if self.coarse_index is not None:
@@ -524,11 +532,7 @@ class SPQNSolver:
                     lambda: comb.per_subdomain(evaluate, x, f, g, D, opts))
             else:
                 # Rank-local work: the whole loss, never the (collective) data-parallel one.
-                local_obj = getattr(objective, "full", objective)
-
-                def evaluate_here(xv: Tensor) -> tuple[float, Tensor]:
-                    fv, gv = local_obj.value_and_grad(xv)
-                    return float(fv), gv
+                evaluate_here = _evaluator(getattr(objective, "full", objective))
 
                 secant_cols = ex.guarded(lambda: self._secants(evaluate_here, x, g, D, results))
                 M = ex.all_reduce_sum(secant_cols)

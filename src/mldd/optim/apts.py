@@ -17,6 +17,7 @@ from mldd.decomposition.apts_local import (
     SubdomainProblem,
     check_disjoint,
 )
+from mldd.decomposition.data_parallel import check_loss_reduction
 from mldd.decomposition.executors import Executor, SerialExecutor
 from mldd.decomposition.subdomains import Decomposition, data_shards
 from mldd.linalg.flat import params_to_vector, vector_to_params
@@ -135,9 +136,7 @@ class APTS(FlatOptimizer):
         if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
                                    or n_rows < 1):
             raise ValueError(f"n_rows must be None or an integer >= 1, got {n_rows!r}")
-        if loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"loss_reduction={loss_reduction!r} is not allowed; choose 'mean' "
-                             "or 'sum'")
+        check_loss_reduction(loss_reduction)
         if blocks is not None and kind != "layers":
             raise ValueError("blocks applies to decomposition='layers' only")
         self.model = model

@@ -16,7 +16,11 @@ from typing import Any
 from torch import Tensor, nn
 
 from mldd import closures
-from mldd.decomposition.data_parallel import DataParallelObjective, shard_weight
+from mldd.decomposition.data_parallel import (
+    DataParallelObjective,
+    check_loss_reduction,
+    shard_weight,
+)
 from mldd.decomposition.executors import Executor
 from mldd.decomposition.spqn import (
     LocalObjectiveFactory,
@@ -58,7 +62,7 @@ class _SPQN(FlatOptimizer):
         if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
                                    or n_rows < 1):
             raise ValueError(f"n_rows must be None or an integer >= 1, got {n_rows!r}")
-        shard_weight(1, 1, loss_reduction)  # validates the name
+        check_loss_reduction(loss_reduction)
         self._data_parallel, self._n_rows = data_parallel, n_rows
         self._loss_reduction = loss_reduction
         self._rows_closure: Callable[..., Tensor] | None = None
