@@ -10,7 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mldd.multilevel.hierarchy import Hierarchy
-from mldd.multilevel.moffo import MOFFOConfig, MOFFOSolver
+from mldd.multilevel.moffo import DEFAULT_LR, MOFFOConfig, MOFFOSolver
 from mldd.optim.multilevel import MultilevelOptimizer
 from mldd.solvers.base import IterationResult
 
@@ -19,20 +19,25 @@ class MOFFO(MultilevelOptimizer):
     """Multilevel objective-function-free optimisation [GKT23]: multilevel AdaGrad.
 
     Uses gradients only (``last_info["n_f"]`` stays 0): each step takes either the AdaGrad step
-    ``s = −lr·g/sqrt(ς + Σ g²)`` or, when the restricted gradient is large relative to the fine
-    one, a recursive step computed by the same method on a first-order coherent coarse model,
-    clipped to the fine componentwise trust region ``|s_i| ≤ lr·|g_i|/w_i``
+    ``s = −lr·d·g/sqrt(ς + Σ g²)`` or, when the restricted gradient is large relative to the
+    fine one, a recursive step computed by the same method on a first-order coherent coarse
+    model, clipped to the fine componentwise trust region ``|s_i| ≤ lr·d_i·|g_i|/w_i``
     (:mod:`mldd.multilevel.moffo`; the coarse-step rules are our documented choices).
 
-    With one level MOFFO is exactly ``torch.optim.Adagrad(params, lr=lr, eps=0,
-    initial_accumulator_value=sigma)``. ``lr`` lives in ``param_groups`` and is read at every
-    step, so learning-rate schedulers work.
+    ``d`` is the parameter scale: with ``scale="rms"`` (default) each tensor's root-mean-square
+    at the first step, so ``lr`` is a *relative* step (AdaGrad in the variables ``x/d``, the
+    paper's ``η = 1`` by default) and one value suits networks whose weights differ in size;
+    with ``scale="none"``, ``d = 1`` and one level is exactly ``torch.optim.Adagrad(params,
+    lr=lr, eps=0, initial_accumulator_value=sigma)``. ``lr`` lives in ``param_groups`` and is
+    read at every step, so learning-rate schedulers work.
 
     Args:
         params: the finest network's parameters (``model.parameters()``, in that order).
         hierarchy, model, levels, coarsen, n_rows, hierarchy_options: as for
             :class:`~mldd.optim.RMTR`.
-        lr: scale ``η`` of the step (default 1: the paper's method; an AdaGrad learning rate).
+        lr: scale ``η`` of the step (default 1, the paper's value; relative to each tensor's
+            RMS with ``scale="rms"``, an AdaGrad learning rate with ``scale="none"``).
+        scale: ``"rms"`` (default) or ``"none"`` (see above).
         sigma: ``ς`` inside the square root (1e-2).
         coarse_iterations: MOFFO iterations per coarse visit (3).
         kappa_r: recursion test ``‖R g‖ ≥ κ_r‖g‖`` (0.5).
@@ -59,14 +64,15 @@ class MOFFO(MultilevelOptimizer):
         coarsen: str | Iterable[str] = "depth",
         n_rows: int | None = None,
         hierarchy_options: Mapping[str, Any] | None = None,
-        lr: float = 1.0,
+        lr: float = DEFAULT_LR,
+        scale: str = "rms",
         sigma: float = 1e-2,
         coarse_iterations: int = 3,
         kappa_r: float = 0.5,
         restricted_grad_tol: float = 1e-9,
         kappa_s: float = 0.1,
     ) -> None:
-        cfg = MOFFOConfig(sigma=sigma, lr=lr, coarse_iterations=coarse_iterations,
+        cfg = MOFFOConfig(sigma=sigma, lr=lr, scale=scale, coarse_iterations=coarse_iterations,
                           kappa_r=kappa_r, restricted_grad_tol=restricted_grad_tol,
                           kappa_s=kappa_s)
         self._first_loss: Tensor | None = None
@@ -75,7 +81,8 @@ class MOFFO(MultilevelOptimizer):
 
     def _build_core(self, hyper: dict[str, Any]) -> MOFFOSolver:
         return MOFFOSolver(MOFFOConfig(**hyper), self.n_levels,
-                           level_options=self.level_options())
+                           level_options=self.level_options(),
+                           segments=[p.numel() for p in self._params])
 
     def _before_step(self) -> None:
         lr = self.param_groups[0]["lr"]

@@ -5,8 +5,12 @@ Notation: ``B = γI + Ψ M⁻¹ Ψᵀ`` (compact L-SR1, ``Ψ`` is ``n×k``), ``r
 Spectral decomposition (``O(n·k²)``, cached per memory version):
 
 1. thin QR ``Ψ = Q0 R0`` in the dtype of the pairs, on the memory's row buffer (no ``n×k``
-   copy): CholeskyQR2 (two ``k×k`` Gram matrices and one ``k×n`` product; ``Q0`` kept as rows)
-   when ``Ψ`` is well enough conditioned for it, Householder QR otherwise;
+   copy): CholeskyQR from the Gram matrix ``ΨᵀΨ = L Lᵀ``, with ``Q0 = Ψ L⁻ᵀ`` kept *implicit*
+   (the buffer itself and ``L⁻ᵀ`` folded into the small factors) when its loss of orthogonality
+   ``κ(ΨᵀΨ)·ε_dtype`` is at most ``√ε_dtype`` — one pass over ``Ψ``, and ``Ψᵀg`` then doubles as
+   the input of the Cauchy point's curvature; CholeskyQR2 (a second Gram pass on an explicit
+   ``Q1``, orthogonal to the accuracy of the Gram products) when ``Ψ`` is worse conditioned;
+   Householder QR beyond that;
 2. rank handling: SVD ``R0 = U0 Σ Vᵀ`` in float64, keep the ``r`` singular values above
    ``10·k·ε_dtype·σ_max``; then ``Ψ ≈ Q R`` with orthonormal ``Q = Q0 U0_r`` and ``R = Σ_r V_rᵀ``
    (the numerically null part of ``Ψ`` contributes nothing to ``B``);
@@ -74,6 +78,10 @@ class _Spectral:
     Q: Tensor | None  # m×n rows (dtype/device of Ψ) spanning Ψ's columns; P_∥ = Qᵀ @ W
     W: Tensor | None  # m×r float64 CPU
     lam_par: Tensor | None  # r eigenvalues Λ̂ + γ (float64 CPU, ascending)
+    # Set when Q *is* Ψᵀ's row buffer (one-pass CholeskyQR): Q @ g then holds Ψᵀg, whose
+    # entries cols (oldest first) with M⁻¹ give gᵀBg without another pass over Ψ.
+    cols: list[int] | None = None
+    Minv: Tensor | None = None
 
 
 _CACHE: weakref.WeakKeyDictionary[LSR1Memory, _Spectral] = weakref.WeakKeyDictionary()
@@ -84,21 +92,29 @@ _CACHE: weakref.WeakKeyDictionary[LSR1Memory, _Spectral] = weakref.WeakKeyDictio
 _CHOLQR_TOL = 0.1
 
 
-def _cholqr2(rows: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
-    """CholeskyQR2 of ``A = rowsᵀ`` (``n×m``): ``A = Q1 L2⁻ᵀ · (L2ᵀ L1ᵀ)``, ``Q1 = rowsᵀ L1⁻ᵀ``.
+def _cholqr2(rows: Tensor) -> tuple[Tensor, Tensor, Tensor, bool] | None:
+    """CholeskyQR(2) of ``A = rowsᵀ`` (``n×m``): ``A = Q1 L2⁻ᵀ · (L2ᵀ L1ᵀ)``, ``Q1 = rowsᵀ L1⁻ᵀ``.
 
-    Two ``m×m`` Gram matrices and one ``m×n`` product instead of a Householder QR of an ``n×m``
-    copy (several times cheaper for ``n ≫ m``). ``Q = Q1 L2⁻ᵀ`` is kept implicit: ``Q1`` is
-    already orthonormal to ``‖G2 − I‖`` and ``L2 ≈ I`` is applied in float64 on ``m``-vectors.
+    One or two ``m×m`` Gram matrices instead of a Householder QR of an ``n×m`` copy (several
+    times cheaper for ``n ≫ m``). When ``κ(G1)·ε ≤ √ε`` (``G1 = rows rowsᵀ``, ``ε`` of the rows'
+    dtype) one pass is accurate enough: ``Q = rowsᵀ L1⁻ᵀ`` is kept implicit, i.e. the rows
+    themselves are returned with ``L1⁻ᵀ``, and nothing of size ``m×n`` is written. Otherwise the
+    second pass: ``Q = Q1 L2⁻ᵀ``, with ``Q1`` orthonormal to ``‖G2 − I‖`` and ``L2 ≈ I`` applied in
+    float64 on ``m``-vectors.
 
     Returns:
-        ``(Q1 rows (m×n), L2⁻ᵀ (m×m), R = L2ᵀL1ᵀ (m×m))`` (small ones float64 CPU), or ``None``
-        when ``A`` is too ill-conditioned (or rank deficient) for it.
+        ``(Q rows (m×n), F (m×m), R (m×m), one_pass)`` with ``A = Qᵀ F R`` and ``Qᵀ F``
+        orthonormal — ``(rows, L1⁻ᵀ, L1ᵀ, True)`` or ``(Q1, L2⁻ᵀ, L2ᵀL1ᵀ, False)`` (small ones
+        float64 CPU) — or ``None`` when ``A`` is too ill-conditioned (or rank deficient).
     """
     G1 = (rows @ rows.T).double().cpu()
     L1, info = torch.linalg.cholesky_ex(G1)
     if int(info) != 0:
         return None
+    eps = torch.finfo(rows.dtype).eps
+    ev = torch.linalg.eigvalsh(G1)
+    if float(ev[0]) > 0 and float(ev[-1]) / float(ev[0]) * eps <= math.sqrt(eps):
+        return rows, torch.linalg.inv(L1).T, L1.T, True
     Q1 = torch.linalg.inv(L1).to(dtype=rows.dtype, device=rows.device) @ rows
     G2 = (Q1 @ Q1.T).double().cpu()
     eye = torch.eye(G2.shape[0], dtype=torch.float64)
@@ -108,7 +124,7 @@ def _cholqr2(rows: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     L2, info = torch.linalg.cholesky_ex(G2)
     if int(info) != 0:
         return None
-    return Q1, torch.linalg.inv(L2).T, L2.T @ L1.T
+    return Q1, torch.linalg.inv(L2).T, L2.T @ L1.T, False
 
 
 def _spectral(memory: LSR1Memory) -> _Spectral:
@@ -121,8 +137,9 @@ def _spectral(memory: LSR1Memory) -> _Spectral:
     else:
         # Ψ = Q R0 with Q orthonormal (as rows, m×n) and R0 m×k (columns oldest first).
         chol = _cholqr2(rows)
+        one_pass = False
         if chol is not None:
-            Q, L2invT, R = chol
+            Q, L2invT, R, one_pass = chol
             R0 = R[:, cols]
         else:
             Q0, R0 = torch.linalg.qr(rows.T, mode="reduced")
@@ -140,8 +157,9 @@ def _spectral(memory: LSR1Memory) -> _Spectral:
             lam_hat, U = torch.linalg.eigh(0.5 * (T + T.T))
             W = U0[:, :r] @ U
             if L2invT is not None:
-                W = L2invT @ W  # fold the implicit second CholeskyQR factor into W
-            spec = _Spectral(memory.version, gamma, Q, W, lam_hat + gamma)
+                W = L2invT @ W  # fold the implicit CholeskyQR factor into W
+            spec = _Spectral(memory.version, gamma, Q, W, lam_hat + gamma,
+                             cols if one_pass else None, Minv if one_pass else None)
     _CACHE[memory] = spec
     return spec
 
@@ -242,6 +260,7 @@ def solve_obs(g: Tensor, memory: LSR1Memory, radius: float, norm: str = "l2") ->
     radius = float(radius)
     g = g.detach()
     spec = _spectral(memory)
+    g_curv: float | None = None  # gᵀBg for the Cauchy point, when it comes for free
 
     if spec.Q is None or spec.W is None or spec.lam_par is None:
         lam = torch.tensor([spec.gamma], dtype=torch.float64)
@@ -253,7 +272,12 @@ def solve_obs(g: Tensor, memory: LSR1Memory, radius: float, norm: str = "l2") ->
         Q = spec.Q.to(dtype=g.dtype, device=g.device)
         W = spec.W
         r = W.shape[1]
-        g_par = W.T @ (Q @ g).double().cpu()
+        Qg = (Q @ g).double().cpu()
+        g_par = W.T @ Qg
+        if spec.cols is not None and spec.Minv is not None:
+            # Q is Ψᵀ: Ψᵀg is at hand, so gᵀBg = γ‖g‖² + (Ψᵀg)ᵀM⁻¹(Ψᵀg) costs no pass over Ψ.
+            w = Qg[spec.cols]
+            g_curv = spec.gamma * float(torch.dot(g, g)) + float(w @ (spec.Minv @ w))
         g_perp = g - Q.T @ (W @ g_par).to(dtype=g.dtype, device=g.device)
         perp_norm = float(torch.linalg.vector_norm(g_perp))
         has_perp = g.numel() > r
@@ -275,7 +299,9 @@ def solve_obs(g: Tensor, memory: LSR1Memory, radius: float, norm: str = "l2") ->
     # Model values from the compact form (one pass over Ψ each), not from the spectral factors,
     # so that rounding in the factorisation cannot make a step look better than it is.
     model_value = float(torch.dot(g, step)) + 0.5 * memory.quad(step)
-    c_step, c_value, c_boundary = cauchy_from_curvature(g, memory.quad(g), radius, norm)
+    if g_curv is None:
+        g_curv = memory.quad(g)
+    c_step, c_value, c_boundary = cauchy_from_curvature(g, g_curv, radius, norm)
     if c_value < model_value:
         return SubproblemResult(c_step, max(-c_value, 0.0), c_boundary, iters, c_value)
     on_boundary = boundary if norm == "l2" else vec_norm(step, "linf") >= radius * (1 - 1e-12)

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mldd.multilevel.moffo import DEFAULT_LR as MOFFO_DEFAULT_LR
 from mldd.problems.base import Problem
 
 Opts = dict[str, Any]
@@ -614,7 +615,7 @@ register_method(
 register_method(
     "moffo",
     _with_model("MOFFO"),
-    defaults={"levels": 3, "coarsen": "depth", "lr": 1.0},
+    defaults={"levels": 3, "coarsen": "depth", "lr": MOFFO_DEFAULT_LR, "scale": "rms"},
     full_batch=False,
     description="mldd.optim.MOFFO: objective-function-free multilevel AdaGrad [GKT23]",
     extra_options=_kwonly("MOFFO"),

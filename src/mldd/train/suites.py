@@ -234,7 +234,8 @@ SUITES: dict[str, dict[str, Any]] = {
         "description": "issue 5: RMTR (collocation/data and depth hierarchies) against "
         "single-level TrustRegion, Adam and SGD on Burgers and Allen–Cahn (residual network "
         "20×9, 10,000 points) and on digits (residual 16×33) and MNIST-5k (residual 32×9), "
-        "float64; MOFFO against an AdaGrad lr grid with mini-batches of 64 on digits; "
+        "float64; MOFFO against an AdaGrad lr grid with mini-batches of 64 on digits (residual "
+        "16×9) and MNIST-5k (residual 32×9); "
         "240 s, 2 seeds",
         "budget_s": 240.0,
         "seeds": 2,
@@ -266,7 +267,8 @@ SUITES: dict[str, dict[str, Any]] = {
                 "targets": [{"name": "TrustRegion", "labels": ["trust-region"]}],
             },
             {
-                "problems": {"digits": {"width": 16, "depth": 9}},
+                "problems": {"digits": {"width": 16, "depth": 9},
+                             "mnist5k": {"width": 32, "depth": 9}},
                 "methods": [
                     {"label": "adagrad", "method": "adagrad",
                      "options": {"lr_grid": [0.03, 0.1, 0.3, 1.0], "batch_size": 64}},
