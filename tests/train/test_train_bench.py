@@ -142,6 +142,31 @@ def test_baseline_at_start_gives_no_speed_up() -> None:
     assert "20.0 s | – |" in other_row
 
 
+def test_report_compares_at_equal_evaluations() -> None:
+    """The "at N evals" column holds each run's metric after the fewest evaluations any run
+    made (a run that logs more evaluations per row is read at its last row within N)."""
+    from mldd.train.report import metric_at_evals, problem_table
+
+    def run(evals: list[int], acc: list[float]) -> dict:
+        rows = [{"time_s": float(i), "grad_evals": e, "acc": a}
+                for i, (e, a) in enumerate(zip(evals, acc, strict=True))]
+        return {"rows": rows, "summary": {"metric": "acc", "higher_is_better": True,
+                                          "final_metric": acc[-1], "best_metric": max(acc),
+                                          "grad_evals": evals[-1], "ms_per_grad_eval": 1.0,
+                                          "iterations": len(acc), "stop_reason": "budget_s"}}
+
+    short = run([0, 10, 20, 30], [0.1, 0.5, 0.6, 0.7])
+    long = run([0, 25, 50], [0.1, 0.8, 0.95])
+    assert metric_at_evals(long["rows"], "acc", 30) == 0.8
+    assert metric_at_evals(short["rows"], "acc", 30) == 0.7
+    assert metric_at_evals(long["rows"], "acc", -1) != metric_at_evals(long["rows"], "acc", -1)
+    lines = problem_table("p", {"short": [short], "long": [long]}, {"targets": []})
+    header = next(ln for ln in lines if ln.startswith("| method"))
+    assert "| best acc | at 30 evals | grad evals |" in header
+    long_row = next(ln for ln in lines if ln.startswith("| `long`"))
+    assert long_row.split(" | ")[1:4] == ["0.9500", "0.9500", "0.8000"]
+
+
 def test_a_problem_in_two_groups_gets_two_sections(tmp_path, tiny: str) -> None:
     """Runs of one problem in two groups (other options, other methods) are not merged."""
     suite = {

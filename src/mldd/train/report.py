@@ -99,6 +99,25 @@ def time_to(rows: list[dict[str, Any]], metric: str, target: float, hib: bool) -
     return math.inf
 
 
+def metric_at_evals(rows: list[dict[str, Any]], metric: str, evals: float) -> float:
+    """The last logged ``metric`` with at most ``evals`` gradient evaluations (NaN if none)."""
+    value = math.nan
+    for r in rows:
+        e, v = r.get("grad_evals", math.nan), r.get(metric, math.nan)
+        if not (isinstance(e, int | float) and e <= evals):
+            break
+        if isinstance(v, int | float) and math.isfinite(v):
+            value = float(v)
+    return value
+
+
+def equal_evals(runs: dict[str, list[dict[str, Any]]]) -> float:
+    """The fewest gradient evaluations any run of the section made: the point at which all of
+    them are compared "at equal evaluations"."""
+    ends = [float(r["summary"]["grad_evals"]) for recs in runs.values() for r in recs]
+    return min(ends) if ends else math.nan
+
+
 def compute_targets(
     runs: dict[str, list[dict[str, Any]]], targets: list[dict[str, Any]], hib: bool
 ) -> list[tuple[str, float, str]]:
@@ -160,9 +179,12 @@ def problem_table(
         lines.append(f"- Target *{name}*: {_fmt_metric(value, hib)} (set by `{who or '–'}`)")
     if baseline:
         lines.append(f"- Speed-ups are `time({baseline}) / time(method)` to each target.")
+    n_eq = equal_evals(runs)
+    lines.append(f"- *At {n_eq:,.0f} evals*: each run's {metric} after the fewest gradient "
+                 "evaluations any run here made (comparison at equal evaluations).")
     lines.append("")
-    head = ["method", f"final {metric}", f"best {metric}", "grad evals", "ms / grad eval",
-            "iterations", "stop"]
+    head = ["method", f"final {metric}", f"best {metric}", f"at {n_eq:,.0f} evals", "grad evals",
+            "ms / grad eval", "iterations", "stop"]
     for name, _, _ in targets:
         head += [f"time to {name}", "speed-up"]
     lines.append("| " + " | ".join(head) + " |")
@@ -179,6 +201,7 @@ def problem_table(
             f"`{display}`",
             _spread([x["final_metric"] for x in s], hib),
             _spread([x["best_metric"] for x in s], hib),
+            _spread([metric_at_evals(r["rows"], metric, n_eq) for r in recs], hib),
             f"{_median([x['grad_evals'] for x in s]):.0f}",
             f"{_median([x['ms_per_grad_eval'] for x in s]):.1f}",
             f"{_median([x['iterations'] for x in s]):.0f}",
