@@ -38,6 +38,24 @@ def test_overrides_dotted() -> None:
     assert cfg.seed == 3 and cfg.threads == 2 and cfg.budget_s == 60.0
 
 
+def test_overrides_reach_nested_options() -> None:
+    """method.hierarchy_options.data_ratio=… sets one entry and keeps the mapping's others; a
+    scalar option has no sub-keys."""
+    base = {"problem": "burgers",
+            "method": {"name": "rmtr", "hierarchy_options": {"data_ratio": 0.125, "seed": 1}}}
+    d = apply_overrides(base, ["method.hierarchy_options.data_ratio=0.0625",
+                               "method.options.extra.deep.key=3"])
+    opts = from_dict(d).method.options
+    assert opts["hierarchy_options"] == {"data_ratio": 0.0625, "seed": 1}
+    assert opts["extra"] == {"deep": {"key": 3}}
+    assert base["method"]["hierarchy_options"]["data_ratio"] == 0.125  # input not modified
+    with pytest.raises(ConfigError, match=r"method.lr is 0.001, not a mapping"):
+        apply_overrides({"problem": "p", "method": {"name": "adam", "lr": 1e-3}},
+                        ["method.lr.x=1"])
+    with pytest.raises(ConfigError, match=r"expected method.OPTION=value"):
+        apply_overrides({}, ["method.options=1"])
+
+
 def test_unknown_keys_and_values() -> None:
     with pytest.raises(ConfigError, match=r"unknown config key 'budget' .*allowed: .*budget_s"):
         from_dict({"problem": "p", "method": "m", "budget": 3})

@@ -45,7 +45,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--method", help="method name (see `mldd methods`)")
     p.add_argument("--config", help="YAML or TOML config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, dotted keys: method.lr=1e-3 (repeatable)")
+                   help="override a config value, dotted keys: method.lr=1e-3, "
+                   "method.hierarchy_options.data_ratio=0.125 (repeatable)")
     p.add_argument("--budget", type=float, dest="budget_s", help="training-time budget in seconds")
     p.add_argument("--max-grad-evals", type=int, help="gradient-evaluation budget")
     p.add_argument("--max-iters", type=int, help="iteration budget")

@@ -269,9 +269,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 continue
             if rest[0] == "options":
                 rest = rest[1:]
-            if len(rest) != 1:
+            if not rest:
                 raise ConfigError(f"bad override {text!r}: expected {head}.OPTION=value")
-            comp["options"][rest[0]] = value
+            # Nested options (method.hierarchy_options.data_ratio=0.125) set one entry of a
+            # mapping option and keep its other entries.
+            node = comp["options"]
+            for depth, k in enumerate(rest[:-1]):
+                child = node.get(k)
+                if child is None:
+                    child = node[k] = {}
+                elif not isinstance(child, dict):
+                    where = ".".join([head, *rest[: depth + 1]])
+                    raise ConfigError(f"bad override {text!r}: {where} is {child!r}, not a "
+                                      "mapping, so it has no sub-keys")
+                else:
+                    child = node[k] = dict(child)
+                node = child
+            node[rest[-1]] = value
         else:
             if len(parts) != 1:
                 raise ConfigError(f"bad override {text!r}: {head!r} has no sub-keys")
