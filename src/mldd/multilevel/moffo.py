@@ -229,15 +229,14 @@ class MOFFOSolver:
         acc.addcmul_(g, g)
         self.accumulators[level] = acc
         w = acc.sqrt()
-        if d is None:
-            # torch.optim.Adagrad's exact operation, so the one-level identity is bitwise.
-            x_taylor = torch.addcdiv(x, g, w, value=-cfg.lr)
-            bound = cfg.lr * g.abs() / w
-        else:
-            x_taylor = torch.addcdiv(x, g * d, w, value=-cfg.lr)
-            bound = cfg.lr * d * g.abs() / w
+        # With d = None: torch.optim.Adagrad's exact operation, so the one-level identity is
+        # bitwise.
+        x_taylor = torch.addcdiv(x, g if d is None else g * d, w, value=-cfg.lr)
         step = None
         if level > 0:
+            bound = cfg.lr * g.abs() / w
+            if d is not None:
+                bound = bound * d
             step = self._recursive_step(level, g, x, bound, x_taylor - x)
         if step is None:
             if fine_level:
