@@ -276,15 +276,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = comp["options"]
             for depth, k in enumerate(rest[:-1]):
                 child = node.get(k)
-                if child is None:
-                    child = node[k] = {}
-                elif not isinstance(child, dict):
+                child = {} if child is None else child
+                if not isinstance(child, dict):
                     where = ".".join([head, *rest[: depth + 1]])
                     raise ConfigError(f"bad override {text!r}: {where} is {child!r}, not a "
                                       "mapping, so it has no sub-keys")
-                else:
-                    child = node[k] = dict(child)
-                node = child
+                node[k] = dict(child)  # a copy: the caller's mapping is not modified
+                node = node[k]
             node[rest[-1]] = value
         else:
             if len(parts) != 1:
