@@ -401,13 +401,61 @@ def test_wrong_closures_and_options_raise_clear_errors() -> None:
         mldd.optim.APTS(model.parameters(), model=model, decomposition="bogus")
     for bad in ({"local_iters": 0}, {"radius": 5.0}, {"combine": "max"}, {"shrink": 1.5},
                 {"eta": 0.9, "eta_expand": 0.5}, {"hessian": "exact"},
-                {"subproblem": "obs", "hessian": "lbfgs"}, {"n_shards": 2}):
+                {"subproblem": "obs", "hessian": "lbfgs"},
+                {"n_shards": 2, "decomposition": "layers"},
+                {"blocks": 2, "decomposition": "data"}):
         with pytest.raises(ValueError):
             mldd.optim.APTS(model.parameters(), model=model, **bad)
     # A richer closure serves a parameter decomposition (it gets the optimizer's model).
-    layers = mldd.optim.APTS(model.parameters(), model=model)
+    layers = mldd.optim.APTS(model.parameters(), model=model, decomposition="layers")
     layers.step(lambda m, rows: ((m(X) - y) ** 2).mean())
     assert layers.last_info["n_subdomains"] == 3
+
+
+def _run_apts(closure: Any, steps: int, **kw: Any) -> tuple[mldd.optim.APTS, Tensor]:
+    model, X, y = _regression()
+    opt = mldd.optim.APTS(model.parameters(), model=model, **kw)
+    for _ in range(steps):
+        opt.step(closure(model, X, y))
+    return opt, _flat(model)
+
+
+@pytest.mark.parametrize("closure, n_rows, resolved", [
+    (lambda model, X, y: _plain(model, X, y), None, "layers"),
+    (lambda model, X, y: _rows(X, y), None, "layers"),   # rows closure, batch size unknown
+    (lambda model, X, y: _rows(X, y), 64, "data"),
+])
+def test_auto_decomposition_follows_the_closure(closure: Any, n_rows: int | None,
+                                               resolved: str) -> None:
+    kw = {} if n_rows is None else {"n_rows": n_rows}
+    auto, x_auto = _run_apts(closure, 4, **kw)
+    assert auto.resolved_decomposition == resolved
+    _, x_explicit = _run_apts(closure, 4, decomposition=resolved, **kw)
+    assert torch.equal(x_auto, x_explicit)
+    assert auto.last_info["n_subdomains"] == (2 if resolved == "data" else 3)
+
+
+def test_auto_decomposition_is_fixed_by_the_first_step_and_resumes() -> None:
+    model, X, y = _regression()
+    opt = mldd.optim.APTS(model.parameters(), model=model, n_rows=64)
+    assert opt.resolved_decomposition == "auto"
+    opt.step(_rows(X, y))
+    assert opt.resolved_decomposition == "data"
+    with pytest.raises(ClosureError, match=r"closure\(model, rows\)"):
+        opt.step(_plain(model, X, y))  # a later plain closure cannot switch the subdomains
+    state = copy.deepcopy(opt.state_dict())
+    x_saved = _flat(model)
+    opt.step(_rows(X, y))
+    opt.step(_rows(X, y))
+    x_ref = _flat(model)
+    fresh_model, _, _ = _regression()
+    torch.nn.utils.vector_to_parameters(x_saved, fresh_model.parameters())
+    fresh = mldd.optim.APTS(fresh_model.parameters(), model=fresh_model, n_rows=64)
+    fresh.load_state_dict(state)
+    assert fresh.resolved_decomposition == "data"
+    fresh.step(_rows(X, y))
+    fresh.step(_rows(X, y))
+    assert torch.equal(_flat(fresh_model), x_ref)
 
 
 def test_param_groups_decomposition_and_torch_contract() -> None:

@@ -503,3 +503,98 @@ def test_solver_balances_ownership_by_cost() -> None:
     assert rr == [[0, 2], [1, 3]]
     with pytest.raises(ValueError, match="ownership"):
         SPQNConfig(ownership="random")
+
+
+# ------------------------------------------------------------------------------ hybrid (local sweep)
+def _iterates(solver: SPQNSolver, obj, x, outer: int) -> list[torch.Tensor]:
+    out = []
+    for _ in range(outer):
+        x = solver.iterate(obj, x).x
+        out.append(x)
+    return out
+
+
+def test_local_sweep_in_one_group_is_mspqn_bitwise() -> None:
+    n = 8
+    dec = Decomposition.from_sizes([2, 2, 2, 2])
+    obj = FunctionObjective(rosenbrock, n)
+    hybrid = _iterates(_solver(dec, obj, local_sweep=True), obj, rosenbrock_start(n), 4)
+    obj2 = FunctionObjective(rosenbrock, n)
+    mspqn = _iterates(_solver(dec, obj2, variant="multiplicative"), obj2, rosenbrock_start(n), 4)
+    for a, b in zip(hybrid, mspqn, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(hybrid[0], rosenbrock_start(n))
+
+
+@pytest.mark.parametrize("combine", ["line_search", "per_subdomain"])
+def test_local_sweep_with_one_subdomain_per_group_is_aspqn_bitwise(combine) -> None:
+    n = 8
+    dec = Decomposition.from_sizes([2, 2, 2, 2])
+    obj = FunctionObjective(rosenbrock, n)
+    hybrid = _iterates(_solver(dec, obj, local_sweep=True, groups=4, combine=combine), obj,
+                       rosenbrock_start(n), 3)
+    obj2 = FunctionObjective(rosenbrock, n)
+    aspqn = _iterates(_solver(dec, obj2, combine=combine), obj2, rosenbrock_start(n), 3)
+    for a, b in zip(hybrid, aspqn, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_local_sweep_groups_follow_the_ownership_rule() -> None:
+    dec = Decomposition.from_sizes([1] * 5)
+    rr = SPQNSolver(SPQNConfig(local_sweep=True, groups=2, ownership="round_robin"), dec)
+    assert rr.sweep_groups == [[0, 2, 4], [1, 3]]
+    assert sorted(rr.owned) == list(range(5))  # one process solves every group
+    # Balanced by the default cost (n − first index)/n: 1, .8, .6, .4, .2 → {0, 3, 4} vs {1, 2}.
+    bal = SPQNSolver(SPQNConfig(local_sweep=True, groups=2), dec)
+    assert bal.sweep_groups == [[0, 3, 4], [1, 2]]
+
+
+def test_local_sweep_solves_an_aligned_separable_quadratic_in_one_outer_iteration() -> None:
+    sizes = [3, 4, 2, 3]
+    A, b, x_star = _block_diag_problem(sizes)
+    obj = _quadratic(A, b)
+    solver = _solver(Decomposition.from_sizes(sizes), obj, local_sweep=True, groups=2,
+                     local_iters=40, local_tolerance_grad=1e-13, local_tolerance_change=0.0,
+                     global_step=False)
+    res = solver.iterate(obj, torch.zeros(A.shape[0], dtype=torch.float64))
+    assert torch.allclose(res.x, x_star, rtol=0, atol=1e-7)
+    assert res.info["combine_weights"] == pytest.approx([1.0] * 4, abs=1e-6)
+
+
+@pytest.mark.parametrize("combine", ["line_search", "subspace"])
+def test_local_sweep_serial_groups_equal_two_ranks(combine) -> None:
+    n = 8
+    dec = Decomposition.from_sizes([2, 2, 2, 2])
+
+    def make(ex):
+        return SPQNSolver(SPQNConfig(combine=combine, local_iters=3, global_iters=2,
+                                     local_sweep=True, groups=2), dec, executor=ex)
+
+    x0 = rosenbrock_start(n)
+    obj = FunctionObjective(rosenbrock, n)
+    x = _iterates(make(SerialExecutor()), obj, x0, 4)[-1]
+    ranks, _ = _run_ranks(2, make, rosenbrock, n, x0, outer=4)
+    for xr in ranks:
+        assert isinstance(xr, torch.Tensor)
+        torch.testing.assert_close(xr, x, rtol=1e-10, atol=1e-10)
+    assert torch.equal(ranks[0], ranks[1])
+
+
+def test_local_sweep_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="local_sweep applies to the additive"):
+        SPQNConfig(variant="multiplicative", local_sweep=True)
+    with pytest.raises(ValueError, match="groups applies with local_sweep=True"):
+        SPQNConfig(groups=2)
+    with pytest.raises(ValueError, match="groups must be None or an integer >= 1"):
+        SPQNConfig(local_sweep=True, groups=0)
+    with pytest.raises(ValueError, match="local_sweep must be True or False"):
+        SPQNConfig(local_sweep=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="groups=3 exceeds the 2 subdomains"):
+        SPQNSolver(SPQNConfig(local_sweep=True, groups=3), Decomposition.from_sizes([2, 2]))
+
+    class Two(SerialExecutor):
+        world_size = 2
+
+    with pytest.raises(ValueError, match="groups must equal the number of processes"):
+        SPQNSolver(SPQNConfig(local_sweep=True, groups=3), Decomposition.from_sizes([1, 1, 1]),
+                   executor=Two())

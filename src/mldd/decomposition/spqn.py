@@ -12,7 +12,15 @@ Right-preconditioned L-BFGS [KKKK24]. One outer iteration from ``x_k`` (ALGORITH
      corrections are combined through the partition-of-unity weights and one of
      :mod:`mldd.decomposition.combine` picks ``x_{k+½} = x_k + D a``;
    * multiplicative (MSPQN): a Gauss–Seidel sweep, each subdomain starting where the previous
-     one ended; ``x_{k+½}`` is the end of the sweep (serial only).
+     one ended; ``x_{k+½}`` is the end of the sweep (serial only);
+   * hybrid (ASPQN with ``local_sweep=True``): the subdomains are dealt into ``G`` groups, one
+     per process; within a group they are swept multiplicatively from ``x_k`` (subdomain order),
+     across groups the group corrections are combined additively as above. ``G = 1`` is the
+     multiplicative sweep (then ``x_{k+½}`` is the sweep's end point, exactly MSPQN); ``G = N``
+     is plain ASPQN. In one process ``groups=G`` runs the ``G`` groups one after another, with
+     the iterates of a ``G``-process run [hybrid Schwarz: multiplicative inside, additive
+     between; cf. Dolean, Jolivet, Nataf, *An Introduction to Domain Decomposition Methods*,
+     SIAM 2015, §1.5].
 2. Global step: one L-BFGS step at ``x_{k+½}`` (memory 3 [KKKK24], 50 by default here; strong
    Wolfe) whose memory holds only
    the pairs ``s = x_{k+1} − x_{k+½}``, ``y = ∇f(x_{k+1}) − ∇f(x_{k+½})``. With momentum
@@ -65,7 +73,12 @@ import torch
 from torch import Tensor
 
 from mldd.decomposition import combine as comb
-from mldd.decomposition.executors import Executor, SerialExecutor, owned_balanced
+from mldd.decomposition.executors import (
+    Executor,
+    SerialExecutor,
+    owned_balanced,
+    owned_round_robin,
+)
 from mldd.decomposition.local import LocalSolve, lbfgs_iterations
 from mldd.decomposition.local import local_objective as default_local_objective
 from mldd.decomposition.subdomains import Decomposition
@@ -148,6 +161,11 @@ class SPQNConfig:
             ``"balanced"`` (default): by estimated cost of a local gradient, longest first to the
             least-loaded rank (:func:`~mldd.decomposition.executors.owned_balanced`);
             ``"round_robin"``: the executor's own rule (``executor.owns``).
+        local_sweep: additive only: sweep each group's subdomains multiplicatively (the hybrid
+            variant of the module docstring; default False).
+        groups: with ``local_sweep``: the number of groups ``G`` (default: the executor's
+            world size; several processes need ``G`` equal to it). Subdomains are dealt to
+            groups by ``ownership``.
     """
 
     variant: str = "additive"
@@ -171,9 +189,21 @@ class SPQNConfig:
     curvature_eps: float = 1e-10
     reuse_evaluations: bool = True
     ownership: str = "balanced"
+    local_sweep: bool = False
+    groups: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("variant", self.variant, VARIANTS)
+        if not isinstance(self.local_sweep, bool):
+            raise ValueError(f"local_sweep must be True or False, got {self.local_sweep!r}")
+        if self.local_sweep and self.variant != "additive":
+            raise ValueError("local_sweep applies to the additive variant (ASPQN); the "
+                             "multiplicative variant already sweeps every subdomain")
+        if self.groups is not None:
+            if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
+                raise ValueError(f"groups must be None or an integer >= 1, got {self.groups!r}")
+            if not self.local_sweep:
+                raise ValueError("groups applies with local_sweep=True only")
         check_choice("ownership", self.ownership, OWNERSHIPS)
         check_choice("combine", self.combine, comb.COMBINES)
         for name in ("local_iters", "local_memory", "subspace_iters", "memory", "coarse_iters",
@@ -345,6 +375,8 @@ class SPQNSolver:
         self.cache = EvaluationCache()
         self.global_step = GlobalStep(config.memory, config.momentum, config.curvature_eps)
         lc = config.local_config()
+        #: With ``local_sweep``: the subdomains of each group, in sweep order.
+        self.sweep_groups: list[list[int]] = self._sweep_groups()
         #: The subdomains this rank solves (fixed for the run: the local memories live here).
         self.owned: list[int] = self._solved_here()
         self.local_solvers = {s: LBFGSSolver(lc, counters=self.local_counters)
@@ -354,11 +386,37 @@ class SPQNSolver:
         self.stop_reason: str | None = None
         self.last_step_lengths: list[float] = []
 
+    def _deal(self, rank: int, world_size: int) -> list[int]:
+        """The subdomains of ``rank`` of ``world_size`` under the ownership rule."""
+        n = len(self.decomposition)
+        if world_size == 1:
+            return list(range(n))
+        if self.config.ownership == "round_robin":
+            return owned_round_robin(rank, world_size, n)
+        return sorted(owned_balanced(rank, world_size, self.subdomain_costs()))
+
+    def _sweep_groups(self) -> list[list[int]]:
+        cfg, ex = self.config, self.executor
+        if not cfg.local_sweep:
+            return []
+        n_groups = cfg.groups if cfg.groups is not None else ex.world_size
+        if ex.world_size > 1 and n_groups != ex.world_size:
+            raise ValueError(f"groups={n_groups} with {ex.world_size} processes: each process "
+                             "sweeps one group, so groups must equal the number of processes")
+        if n_groups > len(self.decomposition):
+            raise ValueError(f"groups={n_groups} exceeds the {len(self.decomposition)} "
+                             "subdomains: every group needs at least one")
+        return [self._deal(r, n_groups) for r in range(n_groups)]
+
     def _solved_here(self) -> list[int]:
         n = len(self.decomposition)
         if self.config.variant == "multiplicative":
             return list(range(n))
         ex = self.executor
+        if self.sweep_groups:
+            if ex.world_size > 1:
+                return self.sweep_groups[ex.rank]
+            return [s for group in self.sweep_groups for s in group]
         if ex.world_size == 1 or self.config.ownership == "round_robin":
             return ex.owns(n)
         return owned_balanced(ex.rank, ex.world_size, self.subdomain_costs())
@@ -499,27 +557,71 @@ class SPQNSolver:
     def _sweep(self, objective: Objective, evaluate: comb.Evaluate, x: Tensor, f: float,
                g: Tensor, info: dict[str, Any]) -> tuple[Tensor, float, Tensor]:
         """Multiplicative: each subdomain from where the previous one ended."""
-        g_cur: Tensor | None = g
-        iters = {}
-        for s in range(len(self.decomposition)):
-            res = self._local(objective, s, x, f, g_cur)
-            x = self.decomposition.replace(s, x, res.z)
-            f, g_cur = (res.full if res.full is not None else (res.f, None))
-            iters[s] = res.iterations
+        x, f, g_cur, iters = self._sweep_over(objective, range(len(self.decomposition)), x, f, g)
         info["local_iters"] = iters
         if g_cur is None:
             f, g_cur = evaluate(x)
         return x, f, g_cur
+
+    def _sweep_over(self, objective: Objective, subdomains: Any, x: Tensor, f: float,
+                    g: Tensor | None) -> tuple[Tensor, float, Tensor | None, dict[int, int]]:
+        """Solve ``subdomains`` in order, each from where the previous ended.
+
+        Returns:
+            The end point, its loss, its gradient when the last local solve evaluated it
+            (else ``None``), and the local iterations per subdomain.
+        """
+        iters = {}
+        for s in subdomains:
+            res = self._local(objective, s, x, f, g)
+            x = self.decomposition.replace(s, x, res.z)
+            f, g = (res.full if res.full is not None else (res.f, None))
+            iters[s] = res.iterations
+        return x, f, g, iters
+
+    def _group_corrections(self, objective: Objective, x: Tensor, f: float,
+                           g: Tensor) -> tuple[dict[int, Tensor], dict[int, int], Any]:
+        """The hybrid local phase: each of this rank's groups swept from ``x``.
+
+        Returns the corrections ``z_s − R_s x`` of every swept subdomain, their iterations, and
+        the end point ``(x, f, g)`` of the sweep when there is a single group (MSPQN's
+        ``x_{k+½}``), else ``None``.
+        """
+        dec = self.decomposition
+        groups = ([self.sweep_groups[self.executor.rank]] if self.executor.world_size > 1
+                  else self.sweep_groups)
+        corrections: dict[int, Tensor] = {}
+        iters: dict[int, int] = {}
+        end = None
+        for group in groups:
+            x_end, f_end, g_end, its = self._sweep_over(objective, group, x, f, g)
+            iters.update(its)
+            for s in group:
+                corrections[s] = dec.restrict(s, x_end) - dec.restrict(s, x)
+            end = (x_end, f_end, g_end)
+        return corrections, iters, end if len(self.sweep_groups) == 1 else None
 
     def _additive(self, objective: Objective, evaluate: comb.Evaluate, x: Tensor, f: float,
                   g: Tensor, info: dict[str, Any]) -> tuple[Tensor, float, Tensor]:
         """Additive: all subdomains from ``x``, then the chosen combination."""
         cfg, ex, dec = self.config, self.executor, self.decomposition
         owned = self.owned
-        results: dict[int, LocalSolve] = ex.guarded(
-            lambda: {s: self._local(objective, s, x, f, g) for s in owned})
-        info["local_iters"] = {s: r.iterations for s, r in results.items()}
-        corrections = {s: r.correction for s, r in results.items()}
+        results: dict[int, LocalSolve] = {}
+        if self.sweep_groups:
+            corrections, iters, end = ex.guarded(
+                lambda: self._group_corrections(objective, x, f, g))
+            info["local_iters"] = iters
+            if end is not None:
+                # One group: the sweep's end point is x_{k+½}, as in MSPQN.
+                x_end, f_end, g_end = end
+                if g_end is None:
+                    f_end, g_end = evaluate(x_end)
+                self.last_step_lengths = [1.0] * len(dec)
+                return x_end, f_end, g_end
+        else:
+            results = ex.guarded(lambda: {s: self._local(objective, s, x, f, g) for s in owned})
+            info["local_iters"] = {s: r.iterations for s, r in results.items()}
+            corrections = {s: r.correction for s, r in results.items()}
         opts = cfg.line_search_options()
         if cfg.combine == "line_search":
             d = ex.all_reduce_sum(dec.combine(corrections))
@@ -565,10 +667,11 @@ class SPQNSolver:
         """This rank's columns of ``M = Dᵀ[y_1 … y_N]``, ``y_s = ∇f(x + D_s) − ∇f(x)``."""
         N = D.shape[1]
         cols = D.new_zeros(N, N)
-        for s, r in results.items():
+        for s in self.owned:
             if not bool(D[:, s].any()):
                 continue
-            if r.full is not None and self.decomposition.disjoint:
+            r = results.get(s)  # absent for swept groups: their end points are not x + D_s
+            if r is not None and r.full is not None and self.decomposition.disjoint:
                 g_s = r.full[1]  # x + D_s is the subdomain's own end point: already evaluated
             else:
                 g_s = evaluate(x + D[:, s])[1]

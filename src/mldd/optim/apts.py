@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mldd.closures import bind, require_kind
+from mldd.closures import bind, closure_kind, require_kind
 from mldd.decomposition.apts import APTSConfig, APTSSolver
 from mldd.decomposition.apts_local import (
     DataShards,
@@ -24,7 +24,7 @@ from mldd.linalg.flat import params_to_vector, vector_to_params
 from mldd.objective import ClosureError, ParamsObjective
 from mldd.optim.base import FlatOptimizer, Solver
 
-DECOMPOSITIONS = ("layers", "param_groups", "data")
+DECOMPOSITIONS = ("auto", "layers", "param_groups", "data")
 _CONFIG_KEYS = tuple(f.name for f in fields(APTSConfig))
 
 
@@ -39,6 +39,13 @@ class APTS(FlatOptimizer):
     :mod:`mldd.decomposition.apts` for the algorithm and its guarantees (``‖s‖ ≤ Δ``, NaN
     rejection, ranks agreeing on every decision).
 
+    The default decomposition, ``"auto"``, is chosen at the first step from the closure: data
+    shards when it is a ``closure(model, rows)`` and the batch size is known (``closure.n_rows``
+    or ``n_rows=``), else one subdomain per layer. Data shards were the better of the two on
+    every problem measured (digits, MNIST-5k, Burgers; see the README), and they are the
+    decomposition of the data-parallel APTS paper [CTKK25]; a plain closure can only serve
+    layer blocks. The choice is fixed from then on and travels in ``state_dict()``.
+
     Closures (:mod:`mldd.closures`):
 
     * parameter decomposition (``"layers"``, ``"param_groups"`` or a :class:`Decomposition`):
@@ -51,17 +58,21 @@ class APTS(FlatOptimizer):
 
     Args:
         params: the parameters (all groups form one flat vector).
-        decomposition: ``"layers"`` (default: one subdomain per layer of ``model``, or
-            ``blocks`` contiguous blocks), ``"param_groups"`` (one subdomain per group),
-            ``"data"`` (``n_shards`` row shards) or a non-overlapping :class:`Decomposition` of
-            the flat vector.
-        model: the module holding ``params``; needed for ``"layers"`` and ``"data"``.
-        blocks: ``"layers"`` only: ``None`` (one subdomain per layer), an int or a list of
-            layer counts (see :meth:`Decomposition.by_layers`).
-        n_shards: ``"data"`` only: number of shards (default: the executor's world size when
-            distributed, else 2).
-        n_rows: ``"data"`` only: rows of the batch when the closure has no ``n_rows`` attribute.
-        loss_reduction: ``"data"`` only: ``"mean"`` (default) or ``"sum"`` over rows.
+        decomposition: ``"auto"`` (default: ``"data"`` or ``"layers"`` by the closure, see
+            above), ``"layers"`` (one subdomain per layer of ``model``, or ``blocks``
+            contiguous blocks), ``"param_groups"`` (one subdomain per group), ``"data"``
+            (``n_shards`` row shards) or a non-overlapping :class:`Decomposition` of the flat
+            vector.
+        model: the module holding ``params``; needed for ``"auto"``, ``"layers"`` and
+            ``"data"``.
+        blocks: ``"layers"`` (or ``"auto"`` resolving to it) only: ``None`` (one subdomain per
+            layer), an int or a list of layer counts (see :meth:`Decomposition.by_layers`).
+        n_shards: ``"data"`` (or ``"auto"``) only: number of shards (default: the executor's
+            world size when distributed, else 2).
+        n_rows: ``"data"`` (or ``"auto"``) only: rows of the batch when the closure has no
+            ``n_rows`` attribute.
+        loss_reduction: ``"data"`` (or ``"auto"``) only: ``"mean"`` (default) or ``"sum"``
+            over rows.
         local_iters: local trust-region iterations per subdomain (default 3).
         memory: L-SR1 memory, local and global (default 5).
         hessian: ``"lsr1"`` (default), ``"lbfgs"`` or ``"none"``.
@@ -80,8 +91,8 @@ class APTS(FlatOptimizer):
             executor runs each rank's own subdomains).
 
     Example:
-        >>> opt = mldd.optim.APTS(model.parameters(), model=model)            # layer blocks
-        >>> opt.step(lambda: loss_fn(model(x), y))
+        >>> opt = mldd.optim.APTS(model.parameters(), model=model)
+        >>> opt.step(lambda: loss_fn(model(x), y))                  # plain closure: layer blocks
         >>> opt = mldd.optim.APTS(model.parameters(), model=model, decomposition="data",
         ...                       n_shards=4, n_rows=len(x))
         >>> opt.step(lambda m, rows: loss_fn(m(x[rows]), y[rows]))
@@ -94,7 +105,7 @@ class APTS(FlatOptimizer):
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], *,
-                 decomposition: str | Decomposition = "layers", model: nn.Module | None = None,
+                 decomposition: str | Decomposition = "auto", model: nn.Module | None = None,
                  blocks: int | list[int] | None = None, n_shards: int | None = None,
                  n_rows: int | None = None, loss_reduction: str = "mean", local_iters: int = 3,
                  memory: int = 5, hessian: str = "lsr1", subproblem: str | None = None,
@@ -120,27 +131,28 @@ class APTS(FlatOptimizer):
                              f" got {type(decomposition).__name__}")
         if model is not None and not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if kind in ("layers", "data") and model is None:
+        if kind in ("auto", "layers", "data") and model is None:
             raise ValueError(
                 f"APTS(decomposition={kind!r}) needs the module: pass model=<the nn.Module "
                 "holding the parameters> (" + ("its layers define the subdomains" if
                                               kind == "layers" else "the closure(model, rows) "
                                               "evaluates it on each shard") + ")")
-        if kind == "data":
+        if kind in ("auto", "data"):
             if n_shards is None:
                 n_shards = self.executor.world_size if self.executor.world_size > 1 else 2
             if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
                 raise ValueError(f"n_shards must be an integer >= 1, got {n_shards!r}")
         elif n_shards is not None or n_rows is not None:
-            raise ValueError("n_shards and n_rows apply to decomposition='data' only")
+            raise ValueError("n_shards and n_rows apply to decomposition='data' or 'auto' only")
         if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
                                    or n_rows < 1):
             raise ValueError(f"n_rows must be None or an integer >= 1, got {n_rows!r}")
         check_loss_reduction(loss_reduction)
-        if blocks is not None and kind != "layers":
-            raise ValueError("blocks applies to decomposition='layers' only")
+        if blocks is not None and kind not in ("auto", "layers"):
+            raise ValueError("blocks applies to decomposition='layers' or 'auto' only")
         self.model = model
         self.kind = kind
+        self._blocks = blocks
         self.n_shards = n_shards
         self.n_rows = n_rows
         self.loss_reduction = loss_reduction
@@ -150,7 +162,8 @@ class APTS(FlatOptimizer):
         self.decomposition: Decomposition | None = None
         if isinstance(decomposition, Decomposition):
             self.decomposition = decomposition
-        elif kind == "layers":
+        elif kind in ("auto", "layers"):
+            # "auto" builds its layer blocks now so that a bad model fails at construction.
             assert model is not None
             self.decomposition = Decomposition.by_layers(model, blocks=blocks,
                                                          params=self._params)
@@ -163,7 +176,7 @@ class APTS(FlatOptimizer):
                 raise ValueError(f"the decomposition covers {self.decomposition.n} entries, "
                                  f"the parameters have {n}")
             check_disjoint(self.decomposition)
-        if kind == "data":
+        if kind in ("auto", "data"):
             assert model is not None
             held = {id(p) for p in model.parameters()}
             if any(id(p) not in held for p in self._params):
@@ -181,9 +194,27 @@ class APTS(FlatOptimizer):
         assert isinstance(solver, APTSSolver)
         return solver.radius
 
+    def _resolve(self, closure: Callable[..., Tensor]) -> str:
+        """The decomposition this step uses: ``"auto"`` is decided once, by the first closure."""
+        kind = self.param_groups[0]["decomposition"]
+        if kind != "auto":
+            return str(kind)
+        known_rows = getattr(closure, "n_rows", None) is not None or self.n_rows is not None
+        kind = "data" if closure_kind(closure) == "rows" and known_rows else "layers"
+        # Kept in the hyper-parameters so that state_dict() carries the choice: a resumed run
+        # keeps the subdomains its local memories belong to.
+        for group in self.param_groups:
+            group["decomposition"] = kind
+        return kind
+
+    @property
+    def resolved_decomposition(self) -> str:
+        """The decomposition in use: ``"auto"`` until the first step has chosen one."""
+        return str(self.param_groups[0]["decomposition"])
+
     def _problem(self, closure: Callable[..., Tensor]) -> SubdomainProblem:
         cfg = self._solver.config  # type: ignore[attr-defined]
-        if self.kind == "data":
+        if self._resolve(closure) == "data":
             require_kind(closure, "rows", "APTS(decomposition='data')")
             n_rows = getattr(closure, "n_rows", None)
             n_rows = self.n_rows if n_rows is None else int(n_rows)

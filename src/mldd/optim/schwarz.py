@@ -271,6 +271,12 @@ _ADDITIVE_ARGS = """        combine: ``"line_search"`` (default, the paper: one 
         ownership: with several processes, ``"balanced"`` (default: subdomains dealt by
             estimated local-gradient cost, longest first to the least-loaded rank) or
             ``"round_robin"`` (rank ``r`` of ``p`` solves ``r, r + p, …``).
+        local_sweep: hybrid Schwarz (default False): each process sweeps its own subdomains
+            multiplicatively (each starts where the previous one ended, as in MSPQN), and the
+            processes' corrections are combined additively. In one process this is exactly
+            MSPQN; with ``p`` processes the sweep is ``p`` times shorter.
+        groups: with ``local_sweep``: the number of groups (default: the number of
+            processes); ``groups=p`` in one process reproduces a ``p``-process run serially.
 """
 
 
@@ -314,7 +320,8 @@ class ASPQN(_SPQN):
                  local_tolerance_change: float = 1e-9, curvature_eps: float = 1e-10,
                  reuse_evaluations: bool = True, data_parallel: bool = False,
                  n_rows: int | None = None, loss_reduction: str = "mean",
-                 ownership: str = "balanced") -> None:
+                 ownership: str = "balanced", local_sweep: bool = False,
+                 groups: int | None = None) -> None:
         config = SPQNConfig(
             variant="additive", local_iters=local_iters, local_memory=local_memory,
             keep_local_memory=keep_local_memory, combine=combine, subspace_iters=subspace_iters,
@@ -323,7 +330,8 @@ class ASPQN(_SPQN):
             c1=c1, c2=c2, max_ls=max_ls, tolerance_grad=tolerance_grad,
             tolerance_change=tolerance_change, local_tolerance_grad=local_tolerance_grad,
             local_tolerance_change=local_tolerance_change, curvature_eps=curvature_eps,
-            reuse_evaluations=reuse_evaluations, ownership=ownership)
+            reuse_evaluations=reuse_evaluations, ownership=ownership,
+            local_sweep=local_sweep, groups=groups)
         super().__init__(params, model=model, decomposition=decomposition, blocks=blocks,
                          overlap=overlap, weights=weights, two_level=two_level, coarse=coarse,
                          executor=executor, local_objective=local_objective, config=config,

@@ -583,10 +583,9 @@ register_method(
 register_method(
     "apts",
     _with_model("APTS"),
-    defaults={"decomposition": "layers"},
     full_batch=True,
-    description="mldd.optim.APTS: additively preconditioned trust region, layers or data "
-    "shards [CTKK23]",
+    description="mldd.optim.APTS: additively preconditioned trust region, data shards "
+    "(default under the trainer) or layer blocks [CTKK23, CTKK25]",
     extra_options=_kwonly("APTS"),
     distributed=True,
 )
