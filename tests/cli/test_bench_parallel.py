@@ -7,7 +7,9 @@ import pytest
 from mldd.perf.parallel import format_parallel, measure_parallel_efficiency
 
 
-def test_parallel_measurement_reproduces_the_serial_iterates() -> None:
+@pytest.mark.parametrize("sweep", [False, True])
+def test_parallel_measurement_reproduces_the_serial_iterates(sweep: bool) -> None:
+    # sweep=True: the hybrid, whose serial run sweeps the two processes' groups one after another.
     r = measure_parallel_efficiency(
         problem="poisson2d",
         problem_options={"n_collocation": 64, "width": 6, "depth": 2,
@@ -16,7 +18,7 @@ def test_parallel_measurement_reproduces_the_serial_iterates() -> None:
         # one (the default) they agree to rounding only, and on this tiny, badly scaled problem
         # a local line search branches differently on last-bit differences (the identity to
         # 1e-10 is tested on a better-scaled problem in tests/distributed).
-        method_options={"local_iters": 2, "data_parallel": False},
+        method_options={"local_iters": 2, "data_parallel": False, "local_sweep": sweep},
         nproc=2, outer_iters=1, timeout_s=120,
     )
     assert not r.data_parallel

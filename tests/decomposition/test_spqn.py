@@ -505,7 +505,7 @@ def test_solver_balances_ownership_by_cost() -> None:
         SPQNConfig(ownership="random")
 
 
-# ------------------------------------------------------------------------------ hybrid (local sweep)
+# ---------------------------------------------------------------------- hybrid (local sweep)
 def _iterates(solver: SPQNSolver, obj, x, outer: int) -> list[torch.Tensor]:
     out = []
     for _ in range(outer):

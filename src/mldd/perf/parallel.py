@@ -173,11 +173,13 @@ def measure_parallel_efficiency(
     popts = dict(problem_options or {})
     mopts = dict(method_options or {})
     args = (method, problem, popts, mopts, outer_iters, seed)
+    # The hybrid sweeps one group per process; serially the same groups give the same iterates.
+    serial_opts = {**mopts, "groups": nproc} if mopts.get("local_sweep") else mopts
     for key in ("WORLD_SIZE", "RANK"):  # the serial run must not see a launcher's variables
         os.environ.pop(key, None)
     threads = torch.get_num_threads()
     try:
-        serial = _run(*args)
+        serial = _run(method, problem, popts, serial_opts, outer_iters, seed)
     finally:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,7 +218,9 @@ def format_parallel(result: ParallelResult) -> str:
     r = result
     kib = r.bytes_per_iter / 1024.0
     return "\n".join([
-        f"Parallel efficiency of `{r.method}` on `{r.problem}` ({r.nproc} processes × 1 thread "
+        f"Parallel efficiency of `{r.method}`"
+        + "".join(f" {k}={v}" for k, v in r.options.get("method", {}).items())
+        + f" on `{r.problem}` ({r.nproc} processes × 1 thread "
         f"vs 1 process × 1 thread; median of {r.outer_iters} outer iterations after a warm-up; "
         f"global phase {'data-parallel' if r.data_parallel else 'replicated on every process'})",
         "",

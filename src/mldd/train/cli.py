@@ -74,7 +74,8 @@ def _add_bench(sub: Any) -> None:
     names = ", ".join(["core", "parallel", *available_suites()])
     p.add_argument("suite", help=f"suite name ({names}); "
                    "'core' measures the optimizers themselves (L-BFGS vs torch, overhead); "
-                   "'parallel' the parallel efficiency of ASPQN on --nproc processes")
+                   "'parallel' the parallel efficiency of ASPQN on --nproc processes "
+                   "(--methods aspqn,aspqn-sweep,apts)")
     p.add_argument("--nproc", type=int, default=2, help="processes for 'parallel' (default 2)")
     p.add_argument("--threads", type=int,
                    help="torch threads per run (overrides the suite's; 'core' default 2)")
@@ -181,6 +182,12 @@ def _cmd_bench_core(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``mldd bench parallel --methods`` labels that are a registered method with options.
+_PARALLEL_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "aspqn-sweep": ("aspqn", {"local_sweep": True}),
+}
+
+
 def _cmd_bench_parallel(args: argparse.Namespace) -> int:
     from mldd.perf.parallel import format_parallel, measure_parallel_efficiency
 
@@ -193,11 +200,12 @@ def _cmd_bench_parallel(args: argparse.Namespace) -> int:
     sections = ["# Parallel efficiency (`mldd bench parallel`)", ""]
     con = _console()
     for problem in problems:
-        for method in methods:
+        for label in methods:
+            method, mopts = _PARALLEL_VARIANTS.get(label, (label, {}))
             if not args.quiet:
-                con.print(f"  {problem} / {method}: serial, then {args.nproc} processes …")
+                con.print(f"  {problem} / {label}: serial, then {args.nproc} processes …")
             r = measure_parallel_efficiency(method=method, problem=problem, problem_options=popts,
-                                            nproc=args.nproc,
+                                            method_options=mopts, nproc=args.nproc,
                                             outer_iters=2 if args.quick else 3)
             sections += [format_parallel(r), ""]
     out.mkdir(parents=True, exist_ok=True)
