@@ -426,10 +426,15 @@ def _run_apts(closure: Any, steps: int, **kw: Any) -> tuple[mldd.optim.APTS, Ten
     (lambda model, X, y: _rows(X, y), 64, "data"),
 ])
 def test_auto_decomposition_follows_the_closure(closure: Any, n_rows: int | None,
-                                               resolved: str) -> None:
+                                               resolved: str, caplog: Any) -> None:
     kw = {} if n_rows is None else {"n_rows": n_rows}
-    auto, x_auto = _run_apts(closure, 4, **kw)
+    with caplog.at_level("INFO", logger="mldd.optim.apts"):
+        auto, x_auto = _run_apts(closure, 4, **kw)
     assert auto.resolved_decomposition == resolved
+    assert auto.last_info["decomposition"] == resolved
+    said = [r.getMessage() for r in caplog.records if r.name == "mldd.optim.apts"]
+    assert len(said) == 1  # announced once, at the first step
+    assert ("2 data shards" if resolved == "data" else "3 layer blocks") in said[0]
     _, x_explicit = _run_apts(closure, 4, decomposition=resolved, **kw)
     assert torch.equal(x_auto, x_explicit)
     assert auto.last_info["n_subdomains"] == (2 if resolved == "data" else 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
 from typing import Any
@@ -26,6 +27,7 @@ from mldd.optim.base import FlatOptimizer, Solver
 
 DECOMPOSITIONS = ("auto", "layers", "param_groups", "data")
 _CONFIG_KEYS = tuple(f.name for f in fields(APTSConfig))
+logger = logging.getLogger(__name__)
 
 
 class APTS(FlatOptimizer):
@@ -205,6 +207,14 @@ class APTS(FlatOptimizer):
         # keeps the subdomains its local memories belong to.
         for group in self.param_groups:
             group["decomposition"] = kind
+        if kind == "data":
+            logger.info("APTS decomposition: %d data shards (decomposition='auto', the closure "
+                        "takes rows)", self.n_shards)
+        else:
+            assert self.decomposition is not None
+            logger.info("APTS decomposition (decomposition='auto', a closure without rows or "
+                        "batch size): %d layer blocks:\n%s", len(self.decomposition),
+                        self.decomposition.table())
         return kind
 
     @property
@@ -255,5 +265,5 @@ class APTS(FlatOptimizer):
         x = params_to_vector(self._params)
         result = self._solver.iterate(problem, x)
         vector_to_params(result.x, self._params)
-        self.last_info = result.info
+        self.last_info = {**result.info, "decomposition": self.resolved_decomposition}
         return torch.tensor(result.f_start, dtype=self._params[0].dtype)
