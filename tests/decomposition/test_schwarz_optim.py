@@ -42,7 +42,22 @@ MAKERS = {
         m.parameters(), model=m, local_iters=2, combine="per_subdomain", **kw),
     "mspqn-keep": lambda m, **kw: mldd.optim.MSPQN(m.parameters(), model=m, local_iters=3,
                                                    keep_local_memory=True, **kw),
+    "aspqn-sweep-2groups": lambda m, **kw: mldd.optim.ASPQN(
+        m.parameters(), model=m, local_iters=2, local_sweep=True, groups=2, **kw),
 }
+
+
+def test_aspqn_local_sweep_in_one_process_is_mspqn() -> None:
+    runs = []
+    for make in (lambda m: mldd.optim.ASPQN(m.parameters(), model=m, local_sweep=True),
+                 lambda m: mldd.optim.MSPQN(m.parameters(), model=m)):
+        model, X, y = _setup()
+        opt = make(model)
+        closure = _torch_closure(opt, model, X, y)
+        for _ in range(3):
+            opt.step(closure)
+        runs.append(_flat(model))
+    assert torch.equal(runs[0], runs[1])
 
 
 @pytest.mark.parametrize("name", ["aspqn", "mspqn-keep"])
