@@ -58,6 +58,9 @@ def main() -> None:
     if executor.rank == 0:
         print(f"{executor.world_size} processes; {executor.n_collectives} collectives, "
               f"{executor.bytes_communicated / 2**10:.0f} KiB sent by rank 0")
+    # Leave together: rank 1 tearing the group down while rank 0 still evaluates its report
+    # was once seen to abort (SIGABRT) in gloo's teardown, failing the whole torchrun.
+    executor.barrier()
     shutdown()
 
 
