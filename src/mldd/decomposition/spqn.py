@@ -18,9 +18,8 @@ Right-preconditioned L-BFGS [KKKK24]. One outer iteration from ``x_k`` (ALGORITH
      across groups the group corrections are combined additively as above. ``G = 1`` is the
      multiplicative sweep (then ``x_{k+½}`` is the sweep's end point, exactly MSPQN); ``G = N``
      is plain ASPQN. In one process ``groups=G`` runs the ``G`` groups one after another, with
-     the iterates of a ``G``-process run [hybrid Schwarz: multiplicative inside, additive
-     between; cf. Dolean, Jolivet, Nataf, *An Introduction to Domain Decomposition Methods*,
-     SIAM 2015, §1.5].
+     the iterates of a ``G``-process run (multiplicative inside a group, additive between
+     groups, like the hybrid Schwarz preconditioners of linear domain decomposition).
 2. Global step: one L-BFGS step at ``x_{k+½}`` (memory 3 [KKKK24], 50 by default here; strong
    Wolfe) whose memory holds only
    the pairs ``s = x_{k+1} − x_{k+½}``, ``y = ∇f(x_{k+1}) − ∇f(x_{k+½})``. With momentum
