@@ -20,6 +20,7 @@ def test_parallel_measurement_reproduces_the_serial_iterates(sweep: bool) -> Non
         # 1e-10 is tested on a better-scaled problem in tests/distributed).
         method_options={"local_iters": 2, "data_parallel": False, "local_sweep": sweep},
         nproc=2, outer_iters=1, timeout_s=120,
+        baseline=not sweep,  # the machine-ceiling copies once are enough
     )
     assert not r.data_parallel
     assert r.max_iterate_diff < 1e-10
@@ -28,8 +29,18 @@ def test_parallel_measurement_reproduces_the_serial_iterates(sweep: bool) -> Non
     assert r.bytes_per_iter > 0 and r.collectives_per_iter >= 1
     assert r.serial_s > 0 and r.parallel_s > 0
     assert abs(r.efficiency - r.speedup / 2) < 1e-12
+    assert len(r.collective_s_per_rank) == 2 and min(r.collective_s_per_rank) >= 0
+    assert r.collective_s_per_rank[0] < r.parallel_s
+    assert r.work_inflation > 0 and 0 <= r.idle_share < 1
     text = format_parallel(r)
     assert "| speed-up | efficiency |" in text and "KiB" in text and "poisson2d" in text
+    assert "Where the ideal is lost" in text
+    if sweep:
+        assert r.copies_s != r.copies_s and "Machine ceiling" not in text  # NaN: not measured
+    else:
+        assert r.copies_s > 0 and r.ceiling > 0
+        assert abs(r.efficiency_of_ceiling - r.efficiency / r.ceiling) < 1e-12
+        assert "Machine ceiling" in text
 
 
 def test_parallel_measurement_rejects_bad_arguments() -> None:

@@ -228,7 +228,16 @@ def collectives(ex: DistributedExecutor) -> dict[str, Any]:
     g = ex.guarded(lambda: 10 * rank + 1)
     after_guard = (ex.bytes_communicated, ex.n_collectives)
     ex.barrier()
+    # A late rank: the punctual one's wait is counted in collective_s.
+    c0 = ex.collective_s
+    if rank == 1:
+        time.sleep(0.3)
+    ex.all_reduce_sum(torch.ones(1, dtype=torch.float64))
+    waited = ex.collective_s - c0
+    ex.reset_counters()
     return {
+        "waited": waited,
+        "after_reset": (ex.bytes_communicated, ex.n_collectives, ex.collective_s),
         "sum": s, "input_unchanged": bool(torch.equal(t, before)), "dtype": str(s.dtype),
         "bytes_after_one": bytes_after_one, "sum_nc": s_nc, "scalar": scalar,
         "empty_shape": tuple(empty.shape), "counted": counted, "guarded": g,

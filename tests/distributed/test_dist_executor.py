@@ -61,6 +61,9 @@ def test_collectives_owns_and_counters(stages) -> None:
         assert v["counted"] == ((6 + 12 + 1) * F64, 3)
         assert v["guarded"] == 10 * rank + 1
         assert v["after_guard"] == ((6 + 12 + 1 + 1) * F64, 4)
+        # Rank 0 waited in the all-reduce while rank 1 slept 0.3 s; rank 1 hardly waited.
+        assert v["waited"] >= 0.2 if rank == 0 else v["waited"] < 0.2
+        assert v["after_reset"] == (0, 0, 0.0)
         assert v["owns"] == ({2: [0], 3: [0, 2], 5: [0, 2, 4]} if rank == 0
                              else {2: [1], 3: [1], 5: [1, 3]})
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -199,6 +200,8 @@ class DistributedExecutor:
         backend: the group's back-end string (``"gloo"``, ``"cpu:gloo,cuda:nccl"``, ``"nccl"``).
         bytes_communicated: payload bytes of all collectives issued through this executor.
         n_collectives: number of collectives issued through this executor.
+        collective_s: wall seconds this rank spent inside those collectives: the transfer itself
+            plus waiting for slower ranks, so it shows load imbalance.
     """
 
     def __init__(self, *, group: Any = None, timeout_s: float | None = None) -> None:
@@ -229,6 +232,7 @@ class DistributedExecutor:
         )
         self.bytes_communicated = 0
         self.n_collectives = 0
+        self.collective_s = 0.0
         self._broken: str | None = None
 
     # ------------------------------------------------------------------ the Executor protocol
@@ -315,9 +319,10 @@ class DistributedExecutor:
         self.n_collectives += 1
 
     def reset_counters(self) -> None:
-        """Set :attr:`bytes_communicated` and :attr:`n_collectives` to zero."""
+        """Zero :attr:`bytes_communicated`, :attr:`n_collectives` and :attr:`collective_s`."""
         self.bytes_communicated = 0
         self.n_collectives = 0
+        self.collective_s = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -339,11 +344,14 @@ class DistributedExecutor:
                 f"rank {self.rank}: {what} refused: an earlier collective failed "
                 f"({self._broken}); the process group cannot be used any more, end the run"
             )
+        t0 = time.perf_counter()
         try:
             return op()
         except RuntimeError as exc:  # DistBackendError and gloo's errors are RuntimeErrors
             self._broken = what
             raise self._translate(what, exc) from exc
+        finally:
+            self.collective_s += time.perf_counter() - t0
 
     def _translate(self, what: str, exc: RuntimeError) -> ExecutorError:
         where = f"rank {self.rank} of {self.world_size}"
