@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mldd.perf.parallel import format_parallel, measure_parallel_efficiency
@@ -48,3 +50,46 @@ def test_parallel_measurement_rejects_bad_arguments() -> None:
         measure_parallel_efficiency(nproc=1)
     with pytest.raises(ValueError, match="outer_iters must be >= 1"):
         measure_parallel_efficiency(outer_iters=0)
+
+
+@pytest.mark.parametrize("extra, baseline", [([], True), (["--no-ceiling"], False)])
+def test_cli_passes_options_and_writes_the_report(tmp_path, monkeypatch, extra: list[str],
+                                                  baseline: bool) -> None:
+    # The measurement itself is tested above; here only the CLI's wiring (variants, --quick,
+    # --no-ceiling) and the report it writes.
+    import mldd.perf.parallel as parallel
+    from mldd.train.cli import main
+
+    calls: list[dict] = []
+    real = parallel.measure_parallel_efficiency
+
+    def fake(**kw):
+        calls.append(kw)
+        return parallel.ParallelResult(
+            method=kw["method"], problem=kw["problem"], nproc=kw["nproc"],
+            outer_iters=kw["outer_iters"], serial_s=2.0, parallel_s=1.25, speedup=1.6,
+            efficiency=0.8, bytes_per_iter=1024.0, collectives_per_iter=3.0,
+            max_iterate_diff=0.0, subdomains_per_rank=[1, 1],
+            options={"method": kw["method_options"]}, collective_s_per_rank=[0.1, 0.05],
+            work_inflation=1.2, idle_share=0.06, copies_s=2.2 if kw["baseline"] else math.nan)
+
+    monkeypatch.setattr(parallel, "measure_parallel_efficiency", fake)
+    out = tmp_path / "par"
+    assert main(["-q", "bench", "parallel", "--quick", "--methods", "aspqn,aspqn-sweep",
+                 "--out", str(out), *extra]) == 0
+    assert real is not fake
+    assert [c["method_options"] for c in calls] == [{}, {"local_sweep": True}]
+    assert all(c["baseline"] is baseline and c["outer_iters"] == 2 for c in calls)
+    assert calls[0]["problem_options"] == {"n_collocation": 2000}
+    text = (out / "report.md").read_text()
+    assert text.count("Where the ideal is lost") == 2
+    assert ("Machine ceiling" in text) is baseline
+    if baseline:
+        assert "at most 91% here" in text and "88% of that ceiling" in text
+
+
+def test_cli_rejects_one_process(tmp_path, capsys) -> None:
+    from mldd.train.cli import main
+
+    assert main(["-q", "bench", "parallel", "--nproc", "1", "--out", str(tmp_path)]) == 2
+    assert "--nproc must be >= 2" in capsys.readouterr().err

@@ -91,6 +91,9 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--jobs", type=int,
                    help="runs at a time, in worker processes (default: the suite's, else 1)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-ceiling", action="store_true",
+                   help="'parallel': skip the --nproc concurrent serial copies that measure the "
+                   "machine's ceiling")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -206,7 +209,8 @@ def _cmd_bench_parallel(args: argparse.Namespace) -> int:
                 con.print(f"  {problem} / {label}: serial, then {args.nproc} processes …")
             r = measure_parallel_efficiency(method=method, problem=problem, problem_options=popts,
                                             method_options=mopts, nproc=args.nproc,
-                                            outer_iters=2 if args.quick else 3)
+                                            outer_iters=2 if args.quick else 3,
+                                            baseline=not args.no_ceiling)
             sections += [format_parallel(r), ""]
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(sections))
