@@ -325,3 +325,36 @@ def test_registry_turns_data_parallel_on_for_problems_with_rows() -> None:
     opt = build_optimizer("aspqn", model.parameters(), p, {"data_parallel": False},
                           {"model": model})
     assert opt._data_parallel is False
+
+
+@pytest.mark.parametrize("cls", ["ASPQN", "MSPQN"])
+def test_trust_region_global_step_resumes_bit_identically(cls) -> None:
+    def make(m):
+        return getattr(mldd.optim, cls)(m.parameters(), model=m, local_iters=2, global_iters=3,
+                                        globalization="trust_region", radius=0.1)
+
+    model, X, y = _setup()
+    opt = make(model)
+    closure = _torch_closure(opt, model, X, y)
+    first = opt.step(closure)
+    for _ in range(2):
+        opt.step(closure)
+    state = opt.state_dict()["state"][0]["solver"]["global_step"]
+    assert state["radius"] == opt.last_info["radius"] and len(state["memory"]["s"]) > 0
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_opt = copy.deepcopy(opt.state_dict())
+    for _ in range(3):
+        opt.step(closure)
+    reference, ref_info = _flat(model), dict(opt.last_info)
+    assert ref_info["loss"] < 0.5 * float(first)
+
+    model2, _, _ = _setup(seed=1)
+    model2.load_state_dict(saved_model)
+    opt2 = make(model2)
+    opt2.load_state_dict(saved_opt)
+    closure2 = _torch_closure(opt2, model2, X, y)
+    for _ in range(3):
+        opt2.step(closure2)
+    assert torch.equal(_flat(model2), reference)
+    for key in ("loss", "n_g", "radius", "global_rejected", "iteration"):
+        assert opt2.last_info[key] == ref_info[key]

@@ -598,3 +598,135 @@ def test_local_sweep_options_are_validated() -> None:
     with pytest.raises(ValueError, match="groups must equal the number of processes"):
         SPQNSolver(SPQNConfig(local_sweep=True, groups=3), Decomposition.from_sizes([1, 1, 1]),
                    executor=Two())
+
+
+# ------------------------------------------------------------------- trust-region global step
+def _tr_solver(memory: int, radius: float = 1.0):
+    from mldd.solvers import TrustRegionConfig, TrustRegionSolver
+
+    return TrustRegionSolver(TrustRegionConfig(hessian="lbfgs", memory=memory, subproblem="cg",
+                                               radius=radius))
+
+
+def test_trust_region_global_step_is_a_persistent_lbfgs_trust_region_bitwise() -> None:
+    # One subdomain, restarted local memory: k_s local L-BFGS iterations, then `global_iters`
+    # iterations of one TrustRegion(hessian="lbfgs", subproblem="cg") whose radius and memory
+    # persist across outer iterations.
+    n, k_s, j, m = 6, 3, 4, 7
+    obj = FunctionObjective(rosenbrock, n)
+    glob = _tr_solver(m, radius=0.5)
+    x, ref, radii = rosenbrock_start(n), [], []
+    for _ in range(4):
+        local = LBFGSSolver(LBFGSConfig(memory=3))
+        for _ in range(k_s):
+            x = local.iterate(obj, x).x
+        glob.cache.clear()
+        for _ in range(j):
+            x = glob.iterate(obj, x).x
+        ref.append(x)
+        radii.append(glob.radius)
+    solver = _solver(Decomposition.from_sizes([n]), FunctionObjective(rosenbrock, n),
+                     variant="multiplicative", local_iters=k_s, memory=m, global_iters=j,
+                     keep_local_memory=False, globalization="trust_region", radius=0.5)
+    x = rosenbrock_start(n)
+    obj2 = FunctionObjective(rosenbrock, n)
+    for r, radius in zip(ref, radii, strict=True):
+        res = solver.iterate(obj2, x)
+        x = res.x
+        assert torch.equal(x, r)
+        assert res.info["radius"] == radius and res.info["global_iters"] == j
+    assert glob.n_rejected == solver.global_step.solver.n_rejected
+    assert float(rosenbrock(x)) < 0.1 * float(rosenbrock(rosenbrock_start(n)))
+
+
+def test_trust_region_step_from_equals_iterate_bitwise() -> None:
+    n = 10
+    obj_a, obj_b = FunctionObjective(rosenbrock, n), FunctionObjective(rosenbrock, n)
+    a, b = _tr_solver(5), _tr_solver(5)
+    xa = xb = rosenbrock_start(n)
+    fb, gb = obj_b.value_and_grad(xb)
+    fb = float(fb)
+    for _ in range(30):
+        xa = a.iterate(obj_a, xa).x
+        res, fb, gb = b.step_from(lambda v: tuple(obj_b.value_and_grad(v)), xb, fb, gb)
+        xb = res.x
+        assert torch.equal(xa, xb) and a.radius == b.radius
+    assert (a.n_accepted, a.n_rejected) == (b.n_accepted, b.n_rejected)
+    assert b.n_rejected > 0  # the test exercises rejections
+    assert obj_b.counters.n_g == 31  # one evaluation per trial, none at the current point
+    assert b.cache.x is None
+
+
+@pytest.mark.parametrize("variant,sweep", [("multiplicative", False), ("additive", False),
+                                           ("additive", True)])
+def test_trust_region_global_step_converges_on_rosenbrock(variant, sweep) -> None:
+    n = 10
+    obj = FunctionObjective(rosenbrock, n)
+    kw = {"local_sweep": True, "groups": 2} if sweep else {}
+    solver = _solver(Decomposition.from_sizes([2] * 5), obj, variant=variant, local_iters=5,
+                     globalization="trust_region", **kw)
+    x = rosenbrock_start(n)
+    for _ in range(30):
+        x = solver.iterate(obj, x).x
+        if solver.stop_reason:
+            break
+    assert float(rosenbrock(x)) < 1e-12
+    assert torch.allclose(x, torch.ones(n, dtype=torch.float64), atol=1e-5)
+
+
+def test_trust_region_global_step_serial_equals_two_ranks() -> None:
+    n = 8
+    dec = Decomposition.from_sizes([2, 2, 2, 2])
+
+    def make(ex):
+        return SPQNSolver(SPQNConfig(local_iters=3, global_iters=3,
+                                     globalization="trust_region"), dec, executor=ex)
+
+    x0 = rosenbrock_start(n)
+    x = _iterates(make(SerialExecutor()), FunctionObjective(rosenbrock, n), x0, 4)[-1]
+    ranks, _ = _run_ranks(2, make, rosenbrock, n, x0, outer=4)
+    for xr in ranks:
+        assert isinstance(xr, torch.Tensor)
+        torch.testing.assert_close(xr, x, rtol=1e-10, atol=1e-10)
+    assert torch.equal(ranks[0], ranks[1])
+
+
+def test_trust_region_global_step_rejects_nan_trials() -> None:
+    # The loss is NaN beyond |x| > 3: the first global trials (radius 1e3) land there and are
+    # rejected, the radius shrinks, the iterate stays finite and the loss decreases.
+    n = 4
+
+    def f(x):
+        return torch.where(x.abs().max() > 3.0, torch.tensor(float("nan"), dtype=x.dtype),
+                           ((x - 1.0) ** 2).sum() + 0.1 * (x ** 4).sum())
+
+    obj = FunctionObjective(f, n)
+    solver = _solver(Decomposition.from_sizes([2, 2]), obj, local_iters=1,
+                     globalization="trust_region", radius=1e3, global_iters=5)
+    x = torch.full((n,), -2.0, dtype=torch.float64)
+    f0 = float(f(x))
+    for _ in range(3):
+        res = solver.iterate(obj, x)
+        x = res.x
+        assert torch.isfinite(x).all() and res.info["loss"] <= f0
+    assert solver.global_step.solver.n_rejected > 0
+    assert float(f(x)) < 0.5 * f0
+
+
+def test_trust_region_global_step_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="globalization='wolfe' is not allowed"):
+        SPQNConfig(globalization="wolfe")
+    with pytest.raises(ValueError, match=r"momentum=0\.3 applies to the line-search"):
+        SPQNConfig(globalization="trust_region", momentum=0.3)
+    with pytest.raises(ValueError, match="radius"):
+        SPQNConfig(globalization="trust_region", radius=0.0)
+    assert SPQNConfig().beta == 0.1
+    assert SPQNConfig(globalization="trust_region").beta == 0.0
+    assert SPQNConfig(globalization="trust_region", momentum=0).beta == 0.0
+    dec = Decomposition.from_sizes([2, 2])
+    tr = SPQNSolver(SPQNConfig(globalization="trust_region"), dec)
+    ls = SPQNSolver(SPQNConfig(), dec)
+    with pytest.raises(ValueError, match="holds a line-search global step"):
+        tr.load_state_dict(ls.state_dict())
+    with pytest.raises(ValueError, match="holds a trust-region global step"):
+        ls.load_state_dict(tr.state_dict())

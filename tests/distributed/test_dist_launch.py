@@ -111,6 +111,7 @@ def test_mldd_train_nproc_2_end_to_end(tmp_path) -> None:
     assert stdout.count("rel_l2 final") == 1, stdout  # rank 0 only
     s = json.loads((out / "summary.json").read_text())
     assert s["processes"] == 2 and s["threads"] == 2 and s["threads_per_process"] == 1
+    assert len(s["machine_probe_ms"]) == 2 and min(s["machine_probe_ms"]) > 0
     assert s["stop_reason"] == "budget_s" and s["iterations"] > 0
     for f in ("config.yaml", "metrics.csv", "model.pt", "checkpoint.pt"):
         assert (out / f).is_file(), f

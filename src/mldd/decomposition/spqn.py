@@ -30,6 +30,12 @@ Right-preconditioned L-BFGS [KKKK24]. One outer iteration from ``x_k`` (ALGORITH
    takes ``j`` such steps, each adding its pair to the global memory, before the next local
    phase: the Schwarz sweep then acts as a periodic nonlinear preconditioning of a long-memory
    L-BFGS run.
+   With ``globalization="trust_region"`` each global step is instead one trust-region
+   iteration on the L-BFGS model of the same memory (:class:`GlobalTrustRegionStep`): the
+   trial ``s`` minimises ``gᵀs + ½ sᵀBs`` within ``‖s‖ ≤ Δ`` (Steihaug–Toint CG), is accepted
+   when ``ρ = ared/pred > ρ_tol``, and ``Δ`` is updated by the ratio test and kept between
+   outer iterations. The local phase then preconditions a trust-region L-BFGS run, the
+   strongest single-level configuration measured on the PINNs here (README, "Benchmarks").
 
 Cost accounting: global evaluations (the combination, the global step, the first evaluation) are
 counted on :attr:`SPQNSolver.counters`; subdomain evaluations on
@@ -94,8 +100,10 @@ from mldd.solvers.base import (
     evaluate_at,
 )
 from mldd.solvers.lbfgs import LBFGSConfig, LBFGSSolver
+from mldd.solvers.trust_region import TrustRegionConfig, TrustRegionSolver
 
 VARIANTS = ("additive", "multiplicative")
+GLOBALIZATIONS = ("line_search", "trust_region")
 OWNERSHIPS = ("balanced", "round_robin")
 T = TypeVar("T")
 
@@ -139,13 +147,24 @@ class SPQNConfig:
         subspace_iters: BFGS iterations of the ``"subspace"`` combination (default 1: the model's
             Newton step with a line search).
         memory: memory of the global L-BFGS (default 50; 3 [KKKK24]).
-        momentum: ``β`` in ``v ← βv + (1−β)p`` (default 0.1, i.e. the group's ``μ = 0.9``;
-            0 disables momentum).
+        momentum: ``β`` in ``v ← βv + (1−β)p`` (default 0.1 with the line search, i.e. the
+            group's ``μ = 0.9``; 0 disables momentum). The trust-region global step has none
+            (``None`` resolves to 0 there; a positive value is an error).
         global_step: take the global L-BFGS step (default True; False leaves only the
             preconditioner, for study).
         global_iters: global L-BFGS steps per outer iteration (default 20; 1 [KKKK24]):
             ``j > 1`` runs ``j`` L-BFGS iterations, all adding pairs to the global memory,
             between two local phases; it stops early when a line search fails.
+        globalization: how the global step is globalised: ``"line_search"`` (default; strong
+            Wolfe, the paper's) or ``"trust_region"`` (one trust-region iteration per global
+            step on the L-BFGS model of the global memory, Steihaug–Toint CG subproblem, the
+            ratio test of :class:`~mldd.globalization.TrustRegionPolicy` with its defaults; the
+            radius persists across outer iterations; a rejected trial shrinks it and the global
+            phase goes on with its next step; it stops early when the radius reaches its
+            minimum). A trust region fits a long memory (``memory=50``) better on stiff PINNs:
+            it never takes the full quasi-Newton step along a direction the model does not
+            support (module docstring, "Global step").
+        radius: initial radius of the trust-region global step (default 1).
         coarse_iters: two-level only: L-BFGS iterations of the coarse step (default 3,
             **(unverified)**: [LKK24] says "a few").
         c1, c2, max_ls: strong-Wolfe constants and evaluation budget of every line search.
@@ -174,9 +193,11 @@ class SPQNConfig:
     combine: str = "line_search"
     subspace_iters: int = 1
     memory: int = 50
-    momentum: float = 0.1
+    momentum: float | None = None
     global_step: bool = True
     global_iters: int = 20
+    globalization: str = "line_search"
+    radius: float = 1.0
     coarse_iters: int = 3
     c1: float = 1e-4
     c2: float = 0.9
@@ -193,6 +214,13 @@ class SPQNConfig:
 
     def __post_init__(self) -> None:
         check_choice("variant", self.variant, VARIANTS)
+        check_choice("globalization", self.globalization, GLOBALIZATIONS)
+        check_positive(self, ("radius",))
+        if (self.globalization == "trust_region" and self.momentum is not None
+                and self.momentum != 0):
+            raise ValueError(f"momentum={self.momentum!r} applies to the line-search global step; "
+                             "the trust-region global step (globalization='trust_region') has no "
+                             "momentum: leave momentum unset or 0")
         if not isinstance(self.local_sweep, bool):
             raise ValueError(f"local_sweep must be True or False, got {self.local_sweep!r}")
         if self.local_sweep and self.variant != "additive":
@@ -212,7 +240,8 @@ class SPQNConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         check_positive(self, ("tolerance_grad", "tolerance_change", "local_tolerance_grad",
                               "local_tolerance_change", "curvature_eps"), allow_zero=True)
-        if not (isinstance(self.momentum, int | float) and 0.0 <= self.momentum < 1.0):
+        if self.momentum is not None and not (
+                isinstance(self.momentum, int | float) and 0.0 <= self.momentum < 1.0):
             raise ValueError(f"momentum (β, the weight of the previous direction) must be in "
                              f"[0, 1), got {self.momentum!r}")
         if not 0.0 < self.c1 < self.c2 < 1.0:
@@ -229,6 +258,14 @@ class SPQNConfig:
                            tolerance_grad=self.local_tolerance_grad,
                            tolerance_change=self.local_tolerance_change,
                            curvature_eps=self.curvature_eps)
+
+    @property
+    def beta(self) -> float:
+        """The momentum weight in use: ``momentum``, or its default (0.1 with the line search,
+        0 with the trust region) when unset."""
+        if self.momentum is not None:
+            return float(self.momentum)
+        return 0.1 if self.globalization == "line_search" else 0.0
 
     def line_search_options(self) -> comb.LineSearchOptions:
         """The strong-Wolfe options of the combination and global line searches."""
@@ -266,7 +303,9 @@ class GlobalStep:
              opts: comb.LineSearchOptions) -> tuple[Tensor, float, Tensor, dict[str, Any]]:
         """The step from ``x`` (loss ``f``, gradient ``g``); returns ``(x₊, f₊, g₊, info)``.
 
-        On a failed line search the memory is reset and ``x`` is returned unchanged.
+        On a failed line search the memory is reset and ``x`` is returned unchanged; ``info``
+        then has ``global_stop=True`` (end the global phase) and ``global_failed`` (the
+        failure was from steepest descent: the global step cannot decrease the loss).
         """
         p = -self.memory.apply_inverse(g) if len(self.memory) else -g
         if not float(g @ p) < 0.0 or not all_finite(p):
@@ -292,12 +331,13 @@ class GlobalStep:
             was_fresh = self.fresh and not len(self.memory)
             self.reset()
             self.n_resets += 1
-            info.update(step_length=0.0, global_failed_from_steepest_descent=was_fresh)
+            info.update(step_length=0.0, global_stop=True, global_failed=was_fresh)
             return x, f, g, info
         x_new = torch.add(x, d, alpha=ls.t)
         self.memory.update(ls.t * d, ls.g - g)
         self.fresh = False
         self.v = d
+        info.update(global_stop=False, global_failed=False)
         return x_new, ls.f, ls.g, info
 
     def state_dict(self) -> dict[str, Any]:
@@ -308,10 +348,72 @@ class GlobalStep:
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+        if "radius" in d:
+            raise ValueError("this state holds a trust-region global step "
+                             "(globalization='trust_region'); the optimizer's global step is a "
+                             "line search")
         self.memory.load_state_dict(d["memory"])
         self.v = None if d["v"] is None else d["v"].clone()
         self.fresh = bool(d["fresh"])
         self.n_resets = int(d["n_resets"])
+
+
+class GlobalTrustRegionStep:
+    """One trust-region iteration on the global L-BFGS model at ``x_{k+½}``.
+
+    ``globalization="trust_region"``: the model ``m(s) = f + gᵀs + ½ sᵀBs`` with ``B`` the
+    compact L-BFGS matrix of the global pairs, the step by Steihaug–Toint CG within ``‖s‖ ≤ Δ``,
+    the ratio test and radius update of :class:`~mldd.globalization.TrustRegionPolicy`
+    (ALGORITHMS.md §1.3), the pair ``(s, ∇f(x+s) − ∇f(x))`` offered to the memory after every
+    trial. It is exactly one :meth:`~mldd.solvers.TrustRegionSolver.step_from` of a
+    ``TrustRegion(hessian="lbfgs", subproblem="cg")`` solver that persists across outer
+    iterations (radius and memory), so with no subdomains it is that solver's iteration.
+    """
+
+    def __init__(self, memory: int, curvature_eps: float, radius: float,
+                 counters: EvalCounters) -> None:
+        self.solver = TrustRegionSolver(
+            TrustRegionConfig(hessian="lbfgs", memory=memory, subproblem="cg", radius=radius),
+            counters=counters)
+        self.solver.memory = self.memory = LBFGSMemory(memory, curvature_eps=curvature_eps)
+        self.radius0 = float(radius)
+
+    def reset(self) -> None:
+        """Forget the memory and restore the initial radius."""
+        self.solver.reset(radius=self.radius0)
+
+    def step(self, evaluate: comb.Evaluate, x: Tensor, f: float, g: Tensor,
+             opts: comb.LineSearchOptions) -> tuple[Tensor, float, Tensor, dict[str, Any]]:
+        """The trial from ``x`` (loss ``f``, gradient ``g``); returns ``(x₊, f₊, g₊, info)``
+        with ``x₊ = x`` when rejected. ``opts`` is unused (the signature of
+        :meth:`GlobalStep.step`). ``info["global_stop"]`` is set once the radius reaches its
+        minimum."""
+        del opts
+        res, f_new, g_new = self.solver.step_from(evaluate, x, f, g)
+        ri = res.info
+        stop = ri["stop_reason"] is not None
+        info: dict[str, Any] = {
+            "step_length": 1.0 if ri["accepted"] else 0.0, "radius": ri["radius_next"],
+            "rho": ri["rho"], "global_rejected": self.solver.n_rejected,
+            "global_stop": stop, "global_failed": stop}
+        return res.x, f_new, g_new, info
+
+    def state_dict(self) -> dict[str, Any]:
+        """Radius, memory and the trial counts."""
+        sv = self.solver
+        return {"memory": self.memory.state_dict(), "radius": sv.radius, "n_iter": sv.n_iter,
+                "n_accepted": sv.n_accepted, "n_rejected": sv.n_rejected}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        if "radius" not in d:
+            raise ValueError("this state holds a line-search global step; the optimizer's "
+                             "global step is a trust region (globalization='trust_region')")
+        sv = self.solver
+        self.memory.load_state_dict(d["memory"])
+        sv.radius = float(d["radius"])
+        sv.n_iter, sv.n_accepted = int(d["n_iter"]), int(d["n_accepted"])
+        sv.n_rejected = int(d["n_rejected"])
 
 
 def _call(fn: Callable[[], T]) -> T:
@@ -372,7 +474,12 @@ class SPQNSolver:
         self.coarse_counters = EvalCounters()
         self.local_grad_evals = 0.0  # local gradients in fine-gradient equivalents
         self.cache = EvaluationCache()
-        self.global_step = GlobalStep(config.memory, config.momentum, config.curvature_eps)
+        self.global_step: GlobalStep | GlobalTrustRegionStep
+        if config.globalization == "trust_region":
+            self.global_step = GlobalTrustRegionStep(config.memory, config.curvature_eps,
+                                                     config.radius, self.counters)
+        else:
+            self.global_step = GlobalStep(config.memory, config.beta, config.curvature_eps)
         lc = config.local_config()
         #: With ``local_sweep``: the subdomains of each group, in sweep order.
         self.sweep_groups: list[list[int]] = self._sweep_groups()
@@ -488,10 +595,11 @@ class SPQNSolver:
                and max_abs(g_new) > cfg.tolerance_grad):
             x_new, f_new, g_new, ginfo = self._shared(objective)(
                 functools.partial(self.global_step.step, evaluate, x_new, f_new, g_new, opts))
-            global_failed = bool(ginfo.pop("global_failed_from_steepest_descent", False))
+            global_failed = bool(ginfo.pop("global_failed"))
+            stop = bool(ginfo.pop("global_stop"))
             info.update(ginfo)
             done += 1
-            if ginfo["step_length"] == 0.0:
+            if stop:
                 break
         info["global_iters"] = done
         self.cache.put(x_new, f_new, g_new)

@@ -222,10 +222,15 @@ _COMMON_ARGS = """
         keep_local_memory: keep each subdomain's (and the coarse) L-BFGS memory between outer
             iterations instead of restarting it (default True; False is the paper's restart).
         memory: global L-BFGS memory (default 50; 3 [KKKK24]).
-        momentum: ``β`` in ``v ← βv + (1−β)p`` on the global direction (0.1, the group's
-            ``μ = 0.9``; 0 disables it).
+        momentum: ``β`` in ``v ← βv + (1−β)p`` on the global direction (default 0.1 with the
+            line search, the group's ``μ = 0.9``; 0 disables it; the trust-region global step
+            has none).
         global_step: take the global L-BFGS step (default True).
         global_iters: global L-BFGS steps per outer iteration (default 20; 1 [KKKK24]).
+        globalization: ``"line_search"`` (default, strong Wolfe [KKKK24]) or ``"trust_region"``:
+            each global step is one trust-region iteration on the global L-BFGS model
+            (Steihaug CG, ratio test; the radius persists across outer iterations).
+        radius: initial radius of the trust-region global step (default 1).
         two_level: add the coarse step before the local phase [LKK24] (default False).
         coarse: the coarse space: ``"biases"`` (default), ``"first_layers"``, a
             :class:`~mldd.decomposition.Subdomain`, an index tensor, or ``model -> Subdomain``.
@@ -310,8 +315,10 @@ class ASPQN(_SPQN):
                  blocks: int | list[int] | None = None, overlap: int = 0,
                  weights: str = "multiplicity", local_iters: int = 3, local_memory: int = 3,
                  keep_local_memory: bool = True, combine: str = "line_search",
-                 subspace_iters: int = 1, memory: int = 50, momentum: float = 0.1,
-                 global_step: bool = True, global_iters: int = 20, two_level: bool = False,
+                 subspace_iters: int = 1, memory: int = 50, momentum: float | None = None,
+                 global_step: bool = True, global_iters: int = 20,
+                 globalization: str = "line_search", radius: float = 1.0,
+                 two_level: bool = False,
                  coarse: CoarseSpec = "biases",
                  coarse_iters: int = 3, executor: Executor | None = None,
                  local_objective: LocalObjective | None = None, c1: float = 1e-4,
@@ -326,7 +333,7 @@ class ASPQN(_SPQN):
             variant="additive", local_iters=local_iters, local_memory=local_memory,
             keep_local_memory=keep_local_memory, combine=combine, subspace_iters=subspace_iters,
             memory=memory, momentum=momentum, global_step=global_step, global_iters=global_iters,
-            coarse_iters=coarse_iters,
+            globalization=globalization, radius=radius, coarse_iters=coarse_iters,
             c1=c1, c2=c2, max_ls=max_ls, tolerance_grad=tolerance_grad,
             tolerance_change=tolerance_change, local_tolerance_grad=local_tolerance_grad,
             local_tolerance_change=local_tolerance_change, curvature_eps=curvature_eps,
@@ -364,8 +371,10 @@ class MSPQN(_SPQN):
                  model: nn.Module | None = None, decomposition: DecompositionSpec = "layers",
                  blocks: int | list[int] | None = None, overlap: int = 0,
                  weights: str = "multiplicity", local_iters: int = 3, local_memory: int = 3,
-                 keep_local_memory: bool = True, memory: int = 50, momentum: float = 0.1,
-                 global_step: bool = True, global_iters: int = 20, two_level: bool = False,
+                 keep_local_memory: bool = True, memory: int = 50, momentum: float | None = None,
+                 global_step: bool = True, global_iters: int = 20,
+                 globalization: str = "line_search", radius: float = 1.0,
+                 two_level: bool = False,
                  coarse: CoarseSpec = "biases",
                  coarse_iters: int = 3, local_objective: LocalObjective | None = None,
                  c1: float = 1e-4, c2: float = 0.9, max_ls: int = 25,
@@ -375,8 +384,8 @@ class MSPQN(_SPQN):
         config = SPQNConfig(
             variant="multiplicative", local_iters=local_iters, local_memory=local_memory,
             keep_local_memory=keep_local_memory, memory=memory, momentum=momentum,
-            global_step=global_step, global_iters=global_iters, coarse_iters=coarse_iters,
-            c1=c1, c2=c2, max_ls=max_ls,
+            global_step=global_step, global_iters=global_iters, globalization=globalization,
+            radius=radius, coarse_iters=coarse_iters, c1=c1, c2=c2, max_ls=max_ls,
             tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
             local_tolerance_grad=local_tolerance_grad,
             local_tolerance_change=local_tolerance_change, curvature_eps=curvature_eps,

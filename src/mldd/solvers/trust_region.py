@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -176,15 +177,50 @@ class TrustRegionSolver:
             return self._finish(x, f, g, info,
                                 f"gradient norm <= tolerance_grad={cfg.tolerance_grad:g}")
 
+        def trial_eval(xt: Tensor) -> tuple[float | Tensor, Tensor | None]:
+            if exact:
+                return float(objective.value(xt)), None
+            ft, gt = objective.value_and_grad(xt)
+            return float(ft), gt
+
+        result, _, _ = self._trial(trial_eval, x, f, g, matvec, info)
+        return result
+
+    def step_from(self, value_and_grad: Callable[[Tensor], tuple[float | Tensor, Tensor]],
+                  x: Tensor, f: float, g: Tensor) -> tuple[IterationResult, float, Tensor]:
+        """One trust-region trial from ``x`` whose loss ``f`` and gradient ``g`` are known.
+
+        For methods that embed trust-region steps in a larger iteration (the global phase of
+        :class:`~mldd.decomposition.spqn.SPQNSolver`): no evaluation at ``x``, no cache, no
+        gradient test; the quasi-Newton model only (``hessian="exact"`` needs
+        :meth:`iterate`).
+
+        Args:
+            value_and_grad: ``x ↦ (f(x), ∇f(x))`` (``f`` a float or a 0-d tensor).
+            x, f, g: the current point, its loss and gradient (finite).
+
+        Returns:
+            ``(result, f_new, g_new)``: the iteration result (``result.x`` is the trial when
+            accepted, else ``x``) and the loss and gradient at ``result.x``.
+        """
+        if self.config.hessian == "exact":
+            raise ValueError("step_from needs a quasi-Newton model (hessian='lsr1', 'lbfgs' or "
+                             "'none'); hessian='exact' linearizes the objective in iterate()")
+        info: dict[str, Any] = {"loss": f, "accepted": False, "rho": float("nan")}
+        out = self._trial(value_and_grad, x, f, g, self.model_matvec(), info)
+        self.cache.clear()  # the caller keeps its own evaluations
+        return out
+
+    def _trial(self, trial_eval: Callable[[Tensor], tuple[float | Tensor, Tensor | None]],
+               x: Tensor, f: float, g: Tensor, matvec: MatVec,
+               info: dict[str, Any]) -> tuple[IterationResult, float, Tensor]:
+        """Steps 2–4 of the module docstring from ``x`` (loss ``f``, gradient ``g``)."""
+        cfg = self.config
         sub = self.solve_subproblem(g, matvec, self.radius)
         s = sub.step
         x_trial = x + s
-        g_trial: Tensor | None
-        if exact:
-            f_trial, g_trial = float(objective.value(x_trial)), None
-        else:
-            ft, g_trial = objective.value_and_grad(x_trial)
-            f_trial = float(ft)
+        ft, g_trial = trial_eval(x_trial)
+        f_trial = float(ft)
         decision = cfg.policy.decide(self.radius, f - f_trial, sub.predicted_reduction,
                                      sub.on_boundary)
         if self.memory is not None and g_trial is not None and is_finite(f_trial, g_trial):
@@ -200,12 +236,12 @@ class TrustRegionSolver:
             self.cache.put(x_trial, f_trial, g_trial)
             info.update(loss=f_trial, accepted=True)
             g_report = g_trial if g_trial is not None else g
-            return self._finish(x_trial, f, g_report, info, None)
+            return self._finish(x_trial, f, g_report, info, None), f_trial, g_report
         self.n_rejected += 1
         reason = None
         if self.radius <= cfg.policy.radius_min:
             reason = f"trust-region radius reached radius_min={cfg.policy.radius_min:g}"
-        return self._finish(x, f, g, info, reason)
+        return self._finish(x, f, g, info, reason), f, g
 
     def _finish(self, x: Tensor, f_start: float, g: Tensor, info: dict[str, Any],
                 reason: str | None) -> IterationResult:

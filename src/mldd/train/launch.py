@@ -215,7 +215,7 @@ def train_worker(
     from mldd.train.callbacks import CSVLogger, default_progress
     from mldd.train.config import dump_yaml
     from mldd.train.methods import get_method
-    from mldd.train.run import RunOutcome, build_trainer, summarize
+    from mldd.train.run import RunOutcome, build_trainer, run_probed, summarize
 
     agreement = RankAgreement()
     ex = agreement.executor
@@ -238,7 +238,7 @@ def train_worker(
         trainer = build_trainer(local, callbacks=callbacks, out=out if main else None)
         if resume is not None:
             trainer.resume(resume)
-        result = trainer.run()
+        result, probe = run_probed(trainer)
         # Every rank must have left the same loop before rank 0 reports success.
         ex.barrier()
     finally:
@@ -246,6 +246,7 @@ def train_worker(
     summary: dict[str, Any] = summarize(cfg, trainer.problem, result)
     summary["processes"] = ex.world_size
     summary["threads_per_process"] = local.threads
+    summary["machine_probe_ms"] = probe  # rank 0's, every rank probing at once
     if main:
         torch.save(trainer.model.state_dict(), out / "model.pt")
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -163,6 +163,33 @@ def _time_cell(times: list[float]) -> tuple[str, float]:
     return cell, med
 
 
+#: Relative spread of the machine probe above which a report warns about drift.
+DRIFT_WARNING = 0.10
+
+
+def machine_speed_line(runs: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The report line on the machine's speed during the single-process runs of a section.
+
+    Each run records :func:`~mldd.perf.probe.machine_probe` at its start and end
+    (``machine_probe_ms``). Multi-process runs probe on every rank at once with fewer threads
+    each, so they are left out. ``None`` when fewer than two probes exist (older runs).
+    """
+    probes = [float(p) for recs in runs.values() for r in recs
+              if int(r["summary"].get("processes", 1)) == 1
+              for p in (r["summary"].get("machine_probe_ms") or [])]
+    if len(probes) < 2:
+        return None
+    lo, hi = min(probes), max(probes)
+    spread = hi / lo - 1.0
+    line = (f"- *Machine speed*: a fixed reference workload (`mldd.perf.probe`) took "
+            f"{lo:.1f}–{hi:.1f} ms at the single-process runs' starts and ends")
+    if spread > DRIFT_WARNING:
+        return line + (f", {100 * spread:.0f}% apart: the machine's speed drifted, so times of "
+                       "different runs may be off by up to that much (the \"at N evals\" "
+                       "column is not).")
+    return line + f" (within {100 * spread:.0f}%)."
+
+
 def problem_table(
     problem: str, runs: dict[str, list[dict[str, Any]]], group: dict[str, Any]
 ) -> list[str]:
@@ -182,6 +209,9 @@ def problem_table(
     n_eq = equal_evals(runs)
     lines.append(f"- *At {n_eq:,.0f} evals*: each run's {metric} after the fewest gradient "
                  "evaluations any run here made (comparison at equal evaluations).")
+    speed = machine_speed_line(runs)
+    if speed:
+        lines.append(speed)
     lines.append("")
     head = ["method", f"final {metric}", f"best {metric}", f"at {n_eq:,.0f} evals", "grad evals",
             "ms / grad eval", "iterations", "stop"]

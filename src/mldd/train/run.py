@@ -134,6 +134,20 @@ def summarize(cfg: RunConfig, problem: Problem, result: TrainResult) -> dict[str
     }
 
 
+def run_probed(trainer: Trainer) -> tuple[TrainResult, list[float]]:
+    """``trainer.run()`` between two :func:`~mldd.perf.probe.machine_probe` measurements.
+
+    Returns the result and ``[probe at start, probe at end]`` in ms: the machine's speed around
+    the run, outside its timed budget, so a report can tell drift between runs from method
+    differences.
+    """
+    from mldd.perf.probe import machine_probe
+
+    start = machine_probe()
+    result = trainer.run()
+    return result, [start, machine_probe()]
+
+
 def train(
     cfg: RunConfig,
     *,
@@ -165,9 +179,10 @@ def train(
     trainer = build_trainer(cfg, problem=problem, callbacks=callbacks, out=out)
     if resume is not None:
         trainer.resume(resume)
-    result = trainer.run()
+    result, probe = run_probed(trainer)
     torch.save(trainer.model.state_dict(), out / "model.pt")
     summary = summarize(cfg, trainer.problem, result)
+    summary["machine_probe_ms"] = probe
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if plots:
         from mldd.train.plots import plot_run

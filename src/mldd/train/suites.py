@@ -203,6 +203,13 @@ SUITES: dict[str, dict[str, Any]] = {
                     # Hybrid Schwarz: each process sweeps its subdomains multiplicatively.
                     {"label": "aspqn-sweep-2proc", "method": "aspqn",
                      "options": {"local_sweep": True}, "nproc": 2},
+                    # The global phase as a trust region on the L-BFGS model (the strongest
+                    # single-level PINN configuration, TrustRegion(hessian="lbfgs", memory=50)).
+                    {"label": "mspqn-tr", "method": "mspqn",
+                     "options": {"globalization": "trust_region"}},
+                    {"label": "aspqn-sweep-tr-2proc", "method": "aspqn",
+                     "options": {"local_sweep": True, "globalization": "trust_region"},
+                     "nproc": 2},
                     _APTS,
                 ],
                 "baseline": "torch-lbfgs-h3",
