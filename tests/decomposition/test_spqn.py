@@ -514,6 +514,17 @@ def _iterates(solver: SPQNSolver, obj, x, outer: int) -> list[torch.Tensor]:
     return out
 
 
+def _assert_two_ranks_match_serial(make, n: int, outer: int = 4) -> None:
+    """``make(executor)``'s iterates on Rosenbrock: 2 ranks ≡ serial to 1e-10, ranks bitwise."""
+    x0 = rosenbrock_start(n)
+    x = _iterates(make(SerialExecutor()), FunctionObjective(rosenbrock, n), x0, outer)[-1]
+    ranks, _ = _run_ranks(2, make, rosenbrock, n, x0, outer=outer)
+    for xr in ranks:
+        assert isinstance(xr, torch.Tensor)
+        torch.testing.assert_close(xr, x, rtol=1e-10, atol=1e-10)
+    assert torch.equal(ranks[0], ranks[1])
+
+
 def test_local_sweep_in_one_group_is_mspqn_bitwise() -> None:
     n = 8
     dec = Decomposition.from_sizes([2, 2, 2, 2])
@@ -570,14 +581,7 @@ def test_local_sweep_serial_groups_equal_two_ranks(combine) -> None:
         return SPQNSolver(SPQNConfig(combine=combine, local_iters=3, global_iters=2,
                                      local_sweep=True, groups=2), dec, executor=ex)
 
-    x0 = rosenbrock_start(n)
-    obj = FunctionObjective(rosenbrock, n)
-    x = _iterates(make(SerialExecutor()), obj, x0, 4)[-1]
-    ranks, _ = _run_ranks(2, make, rosenbrock, n, x0, outer=4)
-    for xr in ranks:
-        assert isinstance(xr, torch.Tensor)
-        torch.testing.assert_close(xr, x, rtol=1e-10, atol=1e-10)
-    assert torch.equal(ranks[0], ranks[1])
+    _assert_two_ranks_match_serial(make, n)
 
 
 def test_local_sweep_options_are_validated() -> None:
@@ -682,13 +686,7 @@ def test_trust_region_global_step_serial_equals_two_ranks() -> None:
         return SPQNSolver(SPQNConfig(local_iters=3, global_iters=3,
                                      globalization="trust_region"), dec, executor=ex)
 
-    x0 = rosenbrock_start(n)
-    x = _iterates(make(SerialExecutor()), FunctionObjective(rosenbrock, n), x0, 4)[-1]
-    ranks, _ = _run_ranks(2, make, rosenbrock, n, x0, outer=4)
-    for xr in ranks:
-        assert isinstance(xr, torch.Tensor)
-        torch.testing.assert_close(xr, x, rtol=1e-10, atol=1e-10)
-    assert torch.equal(ranks[0], ranks[1])
+    _assert_two_ranks_match_serial(make, n)
 
 
 def test_trust_region_global_step_rejects_nan_trials() -> None:
