@@ -11,6 +11,8 @@ Usage (from the repository root; about 4 minutes per run)::
 
     .venv/bin/python benchmarks/experiments/back_to_back.py run \\
         --out benchmarks/results/back-to-back-burgers --seeds 0 1
+    .venv/bin/python benchmarks/experiments/back_to_back.py run --problem klein-gordon \\
+        --pairs 0 --out benchmarks/results/back-to-back-klein-gordon
     .venv/bin/python benchmarks/experiments/back_to_back.py report \\
         benchmarks/results/back-to-back-burgers
 
@@ -27,8 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-COMMON = ["--problem", "burgers", "--budget", "240", "--threads", "2", "--dtype", "float64",
-          "--no-plots"]
+COMMON = ["--budget", "240", "--threads", "2", "--dtype", "float64", "--no-plots"]
 
 #: ``(label A, args A), (label B, args B)`` per pair.
 PAIRS: list[tuple[tuple[str, list[str]], tuple[str, list[str]]]] = [
@@ -56,7 +57,8 @@ def _time_to(rows: list[tuple[float, float]], target: float) -> float:
 
 
 def report(out: Path, seeds: list[int]) -> str:
-    """The Markdown table of every finished pair in ``out``."""
+    """The Markdown table of every finished pair in ``out`` (pairs with missing runs are
+    skipped)."""
     lines = ["| pair (A / B) | seed | final A (best) | final B (best) | time to the worse best, "
              "A / B | machine probe ms, A; B |", "|---|---|---|---|---|---|"]
     for (la, _), (lb, _) in PAIRS:
@@ -77,13 +79,16 @@ def report(out: Path, seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(out: Path, seeds: list[int]) -> None:
-    """Run every pair for each seed, A then B, and write ``out/report.md``."""
+def run(out: Path, seeds: list[int], problem: str = "burgers",
+        pairs: list[int] | None = None) -> None:
+    """Run the chosen pairs (indices into :data:`PAIRS`, default all) for each seed, A then B,
+    on ``problem``, and write ``out/report.md``."""
     exe = str(Path(sys.executable).with_name("mldd"))
+    chosen = [PAIRS[i] for i in (pairs if pairs is not None else range(len(PAIRS)))]
     for s in seeds:
-        for pair in PAIRS:
+        for pair in chosen:
             for label, args in pair:
-                cmd = [exe, "train", *COMMON, *args, "--seed", str(s),
+                cmd = [exe, "train", "--problem", problem, *COMMON, *args, "--seed", str(s),
                        "--out", str(out / label / f"seed{s}")]
                 print(" ".join(cmd), flush=True)
                 subprocess.run(cmd, check=True)
@@ -96,12 +101,15 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    r.add_argument("--problem", default="burgers")
+    r.add_argument("--pairs", type=int, nargs="+", default=None,
+                   help="indices into PAIRS (default: all)")
     q = sub.add_parser("report")
     q.add_argument("out", type=Path)
     q.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = p.parse_args()
     if args.cmd == "run":
-        run(args.out, args.seeds)
+        run(args.out, args.seeds, args.problem, args.pairs)
     else:
         print(report(args.out, args.seeds), end="")
 
