@@ -162,8 +162,9 @@ class SPQNConfig:
             radius persists across outer iterations; a rejected trial shrinks it and the global
             phase goes on with its next step; it stops early when the radius reaches its
             minimum). Single-level, ``TrustRegion(hessian="lbfgs", memory=50)`` is the
-            strongest PINN configuration measured here; inside MSPQN on Burgers (2 seeds, back
-            to back with the line search) it ended 1.46× and 1.12× lower at 240 s (README).
+            strongest PINN configuration measured here; inside MSPQN, back to back with the line
+            search at 240 s, it ended lower in all four pairs measured (Burgers 1.46× and 1.12×,
+            Klein–Gordon 1.05× and 1.35×; README).
         radius: initial radius of the trust-region global step (default 1).
         coarse_iters: two-level only: L-BFGS iterations of the coarse step (default 3,
             **(unverified)**: [LKK24] says "a few").
