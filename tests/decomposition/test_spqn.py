@@ -162,6 +162,18 @@ def test_overlapping_additive_converges_on_a_coupled_quadratic(weights, combine)
 
 
 # ------------------------------------------------------------------------------ convergence
+def _assert_solves_rosenbrock(solver: SPQNSolver, obj, n: int, max_outer: int) -> None:
+    """Outer iterations from the standard start until a stop reason (at most ``max_outer``)
+    reach the minimiser ``x* = 1`` of the extended Rosenbrock function."""
+    x = rosenbrock_start(n)
+    for _ in range(max_outer):
+        x = solver.iterate(obj, x).x
+        if solver.stop_reason:
+            break
+    assert float(rosenbrock(x)) < 1e-12
+    assert torch.allclose(x, torch.ones(n, dtype=torch.float64), atol=1e-5)
+
+
 @pytest.mark.parametrize("variant,combine", [("multiplicative", "line_search")]
                          + [("additive", c) for c in COMBINES])
 def test_rosenbrock_converges(variant, combine) -> None:
@@ -169,13 +181,7 @@ def test_rosenbrock_converges(variant, combine) -> None:
     obj = FunctionObjective(rosenbrock, n)
     solver = _solver(Decomposition.from_sizes([2] * 5), obj, variant=variant, combine=combine,
                      local_iters=10)
-    x = rosenbrock_start(n)
-    for _ in range(20):
-        x = solver.iterate(obj, x).x
-        if solver.stop_reason:
-            break
-    assert float(rosenbrock(x)) < 1e-12
-    assert torch.allclose(x, torch.ones(n, dtype=torch.float64), atol=1e-5)
+    _assert_solves_rosenbrock(solver, obj, n, max_outer=20)
 
 
 @pytest.mark.parametrize("keep", [False, True])
@@ -669,13 +675,7 @@ def test_trust_region_global_step_converges_on_rosenbrock(variant, sweep) -> Non
     kw = {"local_sweep": True, "groups": 2} if sweep else {}
     solver = _solver(Decomposition.from_sizes([2] * 5), obj, variant=variant, local_iters=5,
                      globalization="trust_region", **kw)
-    x = rosenbrock_start(n)
-    for _ in range(30):
-        x = solver.iterate(obj, x).x
-        if solver.stop_reason:
-            break
-    assert float(rosenbrock(x)) < 1e-12
-    assert torch.allclose(x, torch.ones(n, dtype=torch.float64), atol=1e-5)
+    _assert_solves_rosenbrock(solver, obj, n, max_outer=30)
 
 
 def test_trust_region_global_step_serial_equals_two_ranks() -> None:

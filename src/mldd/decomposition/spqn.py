@@ -378,11 +378,10 @@ class GlobalTrustRegionStep:
             TrustRegionConfig(hessian="lbfgs", memory=memory, subproblem="cg", radius=radius),
             counters=counters)
         self.solver.memory = self.memory = LBFGSMemory(memory, curvature_eps=curvature_eps)
-        self.radius0 = float(radius)
 
     def reset(self) -> None:
         """Forget the memory and restore the initial radius."""
-        self.solver.reset(radius=self.radius0)
+        self.solver.reset(radius=self.solver.config.radius)
 
     def step(self, evaluate: comb.Evaluate, x: Tensor, f: float, g: Tensor,
              opts: comb.LineSearchOptions) -> tuple[Tensor, float, Tensor, dict[str, Any]]:
