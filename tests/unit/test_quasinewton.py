@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -235,3 +236,18 @@ def test_lsr1_state_dict_round_trip_bit_exact():
     y = torch.randn(15, dtype=DT)
     assert mem.update(s, y) == other.update(s, y)
     assert torch.equal(other.matvec(v), mem.matvec(v))
+
+
+@pytest.mark.parametrize("rule", ["fixed", "yy_sy"])
+@pytest.mark.parametrize("k", [3, 8])
+def test_lsr1_psi_gram_is_psi_t_psi_and_round_trips_bit_exact(rule, k):
+    # Kept current one row per update (and wholly when γ changes); the OBS solver factors it.
+    mem, _ = _filled_lsr1(k=k, history=4, seed=3, gamma_rule=rule)
+    _, rows, _, _ = mem.compact_rows()
+    G = mem.psi_gram()
+    assert rows is not None and G is not None
+    torch.testing.assert_close(torch.from_numpy(G), rows @ rows.T, rtol=1e-12, atol=1e-12)
+    other = LSR1Memory()
+    other.load_state_dict(mem.state_dict())
+    assert np.array_equal(other.psi_gram(), G)
+    assert LSR1Memory().psi_gram() is None

@@ -391,3 +391,28 @@ def test_input_validation(kind):
             solve(kind, g, radius, memory=mem)
     with pytest.raises(ValueError, match="norm"):
         solve(kind, g, 1.0, memory=mem, norm="l1")
+
+
+@pytest.mark.parametrize("cancel", [0.0, 1.0, math.inf])
+@pytest.mark.parametrize("near_span", [False, True])
+def test_obs_perpendicular_part_formula_and_explicit_agree(monkeypatch, cancel, near_span):
+    # ‖g_⊥‖ comes from the Gram expansion (cancel = 0), from an explicit g_⊥ (cancel = ∞), or
+    # from whichever the default rule picks; g almost inside span(Ψ) is where the expansion cancels.
+    from mldd.subproblem import obs
+
+    monkeypatch.setattr(obs, "_PERP_CANCEL", cancel)
+    n = 25
+    mem = sr1_memory(n, 5, 4, "indef")
+    B = dense_of(mem, n)
+    _, Psi, _ = mem.compact()
+    g = rand_g(n, 4)
+    if near_span:
+        assert Psi is not None
+        g = Psi @ torch.randn(Psi.shape[1], dtype=DT, generator=torch.Generator().manual_seed(1))
+        g = g + 1e-6 * rand_g(n, 5)
+    tol = 1e-8
+    for radius in (1e-2, 1.0, 1e3):
+        res = solve_obs(g, mem, radius)
+        check_common(res, B, g, radius, "l2")
+        s_ref, _, _ = exact_tr(B, g, radius)
+        assert res.model_value == pytest.approx(model(B, g, s_ref), rel=tol, abs=1e-12)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -53,8 +54,9 @@ class LSR1Memory:
 
     In both rules the same safeguard runs after dropping the oldest pair beyond ``history``
     (a principal submatrix of a nonsingular ``M`` may be singular). Small ``k×k`` algebra is done in
-    float64 on the CPU; products with ``Ψ`` stay in the pairs' dtype and device. Cost of
-    :meth:`matvec`: ``O(n·k)``.
+    float64 NumPy on the CPU (a LAPACK call on a 5×5 matrix costs a few µs there, against tens of
+    µs through torch's dispatcher, and these calls are a fixed cost of every iteration); products
+    with ``Ψ`` stay in the pairs' dtype and device. Cost of :meth:`matvec`: ``O(n·k)``.
 
     Args:
         history: number of pairs kept. Default 5 (the papers use 3–5 [KK22, GKT23]).
@@ -86,7 +88,9 @@ class LSR1Memory:
         self._gamma = float(gamma_init)
         # Pairs live in row-major ring buffers (history × n): appending writes one row, dropping
         # the oldest frees a slot, and no O(n·k) stacking happens per update. ``_slots`` lists the
-        # rows in use, oldest first. Ψ rows are kept in the same slots.
+        # rows in use, oldest first. Ψ rows are kept in the same slots. S and Y are the two
+        # halves of one (2·history × n) buffer, so one matrix-vector product gives Sᵀs and Yᵀs.
+        self._SYbuf: Tensor | None = None
         self._Sbuf: Tensor | None = None
         self._Ybuf: Tensor | None = None
         self._Pbuf: Tensor | None = None
@@ -94,14 +98,18 @@ class LSR1Memory:
         self._psi_gamma: float | None = None  # γ the Ψ rows were computed with
         # Gram matrices in float64 (CPU), oldest first, grown incrementally so an update costs
         # O(n·k): SS[i, j] = s_iᵀs_j, SY[i, j] = s_iᵀy_j.
-        self._SS = torch.zeros(0, 0, dtype=torch.float64)
-        self._SY = torch.zeros(0, 0, dtype=torch.float64)
-        self._Minv: Tensor | None = None
+        self._SS = np.zeros((0, 0))
+        self._SY = np.zeros((0, 0))
+        self._Minv: np.ndarray | None = None
+        # ΨᵀΨ indexed by buffer slot (history × history): the OBS solver's CholeskyQR needs it,
+        # and one matrix-vector product per new row keeps it current, where the full product
+        # Ψ·Ψᵀ (a k×n by n×k GEMM) runs several times slower than k passes over Ψ on CPU BLAS.
+        self._PPbuf = np.zeros((history, history))
         self._version = 0
         # ``(v, v._version, memory version, Ψᵀv)`` of the last two :meth:`quad` calls: the trust
         # region offers its step to :meth:`update` right after the model value was computed from
         # it, so the skip test can reuse ``Ψᵀs`` instead of another pass over Ψ.
-        self._quad_memo: list[tuple[Tensor, int, int, Tensor]] = []
+        self._quad_memo: list[tuple[Tensor, int, int, np.ndarray]] = []
 
     # ------------------------------------------------------------------ bookkeeping
     def __len__(self) -> int:
@@ -134,8 +142,8 @@ class LSR1Memory:
         self._slots.clear()
         self._gamma = self.gamma_init
         self._psi_gamma = None
-        self._SS = torch.zeros(0, 0, dtype=torch.float64)
-        self._SY = torch.zeros(0, 0, dtype=torch.float64)
+        self._SS = np.zeros((0, 0))
+        self._SY = np.zeros((0, 0))
         self._Minv = None
         self._version += 1
         self._quad_memo.clear()
@@ -147,19 +155,19 @@ class LSR1Memory:
 
     def _drop_oldest(self) -> None:
         del self._slots[0]
-        self._SS = self._SS[1:, 1:].clone()
-        self._SY = self._SY[1:, 1:].clone()
+        self._SS = self._SS[1:, 1:].copy()
+        self._SY = self._SY[1:, 1:].copy()
 
-    def _rows_dot(self, buf: Tensor, v: Tensor) -> Tensor:
-        """``(Xᵀv)`` for the stored rows of ``buf``, oldest first, float64 on the CPU."""
+    def _rows_dot(self, buf: Tensor, v: Tensor) -> np.ndarray:
+        """``(Xᵀv)`` for the stored rows of ``buf``, oldest first, float64 NumPy."""
         # All rows are multiplied (unused ones are finite) to avoid gathering an n×k copy.
-        return (buf @ v).double().cpu()[self._slots]
+        return _to_numpy(buf @ v)[self._slots]
 
-    def _rows_combine(self, buf: Tensor, c: Tensor, like: Tensor) -> Tensor:
+    def _rows_combine(self, buf: Tensor, c: np.ndarray, like: Tensor) -> Tensor:
         """``X c`` for the stored rows of ``buf`` and coefficients ``c`` (oldest first)."""
-        full = torch.zeros(buf.shape[0], dtype=torch.float64)
+        full = np.zeros(buf.shape[0])
         full[self._slots] = c
-        return buf.T @ full.to(dtype=like.dtype, device=like.device)
+        return buf.T @ torch.from_numpy(full).to(dtype=like.dtype, device=like.device)
 
     def _rebuild(self) -> None:
         """Recompute Ψ and M⁻¹, dropping the oldest pairs while M is ill-conditioned."""
@@ -167,14 +175,13 @@ class LSR1Memory:
         self._quad_memo.clear()
         while self._slots:
             SY = self._SY
-            L = torch.tril(SY, diagonal=-1)
-            M = L + L.T + torch.diag(torch.diagonal(SY)) - self._gamma * self._SS
-            mu = torch.linalg.eigvalsh(M).abs()
-            if bool(torch.isfinite(mu).all()) and float(mu.min()) > self._rcond_tol() * float(
-                mu.max()
-            ):
-                self._Minv = torch.linalg.inv(M)
-                return
+            L = np.tril(SY, -1)
+            M = L + L.T + np.diag(np.diag(SY)) - self._gamma * self._SS
+            if np.isfinite(M).all():
+                mu = np.abs(np.linalg.eigvalsh(M))
+                if mu.min() > self._rcond_tol() * mu.max():
+                    self._Minv = np.linalg.inv(M)
+                    return
             self._drop_oldest()
         self._Minv = None
 
@@ -193,17 +200,41 @@ class LSR1Memory:
             torch.mul(self._Sbuf[j], self._gamma, out=out)
             torch.sub(self._Ybuf[j], out, out=out)
 
+    def _psi_gram(self, new: list[int]) -> None:
+        """Entries of ΨᵀΨ for the rows ``new`` (buffer slots, oldest first) against every older row.
+
+        Entry ``(i, j)`` always comes from the product with the newer row's vector, the same
+        arithmetic whether the rows arrive one per update or all at once (a γ change, a restored
+        checkpoint): resumed runs stay bit-identical.
+        """
+        assert self._Pbuf is not None
+        for j in new:
+            col = _to_numpy(self._Pbuf @ self._Pbuf[j])
+            older = self._slots[: self._slots.index(j) + 1]
+            self._PPbuf[older, j] = col[older]
+            self._PPbuf[j, older] = col[older]
+
+    def psi_gram(self) -> np.ndarray | None:
+        """ΨᵀΨ for the rows :meth:`compact_rows` returns, in their order (float64 NumPy)."""
+        if not self._slots:
+            return None
+        if len(self._slots) == self.history:
+            return self._PPbuf.copy()
+        return self._PPbuf[np.ix_(self._slots, self._slots)]
+
     def _allocate(self, like: Tensor) -> None:
-        shape = (self.history, like.numel())
-        self._Sbuf = torch.zeros(shape, dtype=like.dtype, device=like.device)
-        self._Ybuf = torch.zeros_like(self._Sbuf)
+        h = self.history
+        self._SYbuf = torch.zeros((2 * h, like.numel()), dtype=like.dtype, device=like.device)
+        self._Sbuf = self._SYbuf[:h]
+        self._Ybuf = self._SYbuf[h:]
         self._Pbuf = torch.zeros_like(self._Sbuf)
 
     def update(self, s: Tensor, y: Tensor) -> bool:
         """Add the pair ``(s, y)`` unless the SR1 skip rule rejects it.
 
-        Cost ``O(n·k)``: one matvec for the skip test, ``Sᵀs, Sᵀy, Yᵀs`` for the Gram matrices and
-        one row of Ψ (all rows when ``γ`` changes).
+        Cost ``O(n·k)``: one matvec for the skip test (none when :meth:`quad` has just seen
+        ``s``), one product ``[S; Y]·[s, y]`` for the Gram matrices and one row of Ψ (all rows
+        when ``γ`` changes).
 
         Args:
             s: step (1-D).
@@ -236,25 +267,24 @@ class LSR1Memory:
             return False
         if abs(srr) <= self.skip_tol * s_norm * r_norm:
             return False
-        if self._Sbuf is None or self._Ybuf is None or self._Pbuf is None:
+        if self._SYbuf is None or self._Sbuf is None or self._Ybuf is None or self._Pbuf is None:
             self._allocate(s)
-        assert self._Sbuf is not None and self._Ybuf is not None
+        assert self._SYbuf is not None and self._Sbuf is not None and self._Ybuf is not None
         if len(self._slots) >= self.history:
             self._drop_oldest()
-        slot = min(set(range(self.history)) - set(self._slots))
-        Ss = self._rows_dot(self._Sbuf, s)
-        Sy = self._rows_dot(self._Sbuf, y)
-        Ys = self._rows_dot(self._Ybuf, s)
-        ss = torch.dot(s, s).double().cpu().reshape(1)
-        sy = torch.dot(s, y).double().cpu().reshape(1)
-        self._SS = torch.cat(
-            [torch.cat([self._SS, Ss[:, None]], 1), torch.cat([Ss, ss])[None, :]], 0
-        )
-        self._SY = torch.cat(
-            [torch.cat([self._SY, Sy[:, None]], 1), torch.cat([Ys, sy])[None, :]], 0
-        )
+        old = list(self._slots)
+        slot = min(set(range(self.history)) - set(old))
+        h = self.history
         self._Sbuf[slot] = s
         self._Ybuf[slot] = y
+        # Matrix-vector products (memory-bound, one pass each): [S; Y]s and Sy, the new slot
+        # included (sᵀs, sᵀy). Rows [0, h) of the buffer are S, [h, 2h) Y.
+        SYs = _to_numpy(self._SYbuf @ s)
+        Sy_all = _to_numpy(self._Sbuf @ y)
+        Ss, Sy, Ys = SYs[old], Sy_all[old], SYs[[h + j for j in old]]
+        ss, sy = SYs[slot], Sy_all[slot]
+        self._SS = _bordered(self._SS, Ss, Ss, ss)
+        self._SY = _bordered(self._SY, Sy, Ys, sy)
         self._slots.append(slot)
         if self.gamma_rule == "yy_sy":
             # sᵀy is exactly 0 when x + s rounded to x (y = 0): keep γ rather than divide by 0.
@@ -265,8 +295,10 @@ class LSR1Memory:
         if self._psi_gamma != self._gamma:
             self._set_psi_rows(None)
             self._psi_gamma = self._gamma
+            self._psi_gram(self._slots)
         else:
             self._set_psi_rows([slot])
+            self._psi_gram([slot])
         self._rebuild()
         return bool(self._slots) and self._slots[-1] == slot
 
@@ -283,13 +315,14 @@ class LSR1Memory:
         if not self._slots or self._Pbuf is None or self._Minv is None:
             return self._gamma, None, None
         idx = torch.tensor(self._slots, dtype=torch.long, device=self._Pbuf.device)
-        return self._gamma, self._Pbuf[idx].T.contiguous(), self._Minv
+        return self._gamma, self._Pbuf[idx].T.contiguous(), torch.from_numpy(self._Minv.copy())
 
-    def compact_rows(self) -> tuple[float, Tensor | None, list[int], Tensor | None]:
+    def compact_rows(self) -> tuple[float, Tensor | None, list[int], np.ndarray | None]:
         """The compact factors like :meth:`compact`, but ``Ψᵀ`` without an ``n×k`` copy.
 
         Returns ``(γ, rows, cols, M⁻¹)``: ``rows`` is ``m×n`` (row-major, dtype/device of the
-        pairs) and column ``j`` of ``Ψ`` (oldest first) is ``rows[cols[j]]``. When the ring buffer
+        pairs) and column ``j`` of ``Ψ`` (oldest first) is ``rows[cols[j]]``; ``M⁻¹`` is a float64
+        NumPy array (read-only for callers). When the ring buffer
         is full, ``rows`` *is* the buffer (read-only for callers, valid until the next
         :meth:`update`), so ``rows @ v`` and ``rows.T @ c`` are single BLAS calls on memory
         already in place. ``(γ, None, [], None)`` when the memory is empty.
@@ -301,7 +334,7 @@ class LSR1Memory:
         idx = torch.tensor(self._slots, dtype=torch.long, device=self._Pbuf.device)
         return self._gamma, self._Pbuf[idx], list(range(len(self._slots))), self._Minv
 
-    def _memo_lookup(self, v: Tensor) -> Tensor | None:
+    def _memo_lookup(self, v: Tensor) -> np.ndarray | None:
         """``Ψᵀv`` if :meth:`quad` computed it for this very tensor, unmodified, with this ``B``."""
         for t, t_version, version, w in self._quad_memo:
             if t is v and t_version == v._version and version == self._version:
@@ -322,17 +355,19 @@ class LSR1Memory:
         c = self._Minv @ self._rows_dot(self._Pbuf, v)
         return self._gamma * v.detach() + self._rows_combine(self._Pbuf, c, v)
 
-    def quad(self, v: Tensor) -> float:
+    def quad(self, v: Tensor, vv: float | None = None) -> float:
         """``vᵀBv = γ vᵀv + wᵀM⁻¹w`` with ``w = Ψᵀv``: one pass over Ψ instead of the two of
         ``dot(v, matvec(v))`` (for model values, where only the scalar is needed).
 
         Args:
             v: 1-D vector.
+            vv: ``vᵀv`` when the caller has it already (saves a pass over ``v``).
 
         Returns:
             ``vᵀBv`` as a float.
         """
-        vv = float(torch.dot(v, v))
+        if vv is None:
+            vv = float(torch.dot(v, v))
         if not self._slots or self._Pbuf is None or self._Minv is None:
             return self._gamma * vv
         w = self._rows_dot(self._Pbuf, v.detach())
@@ -354,8 +389,8 @@ class LSR1Memory:
             "gamma": self._gamma,
             "s": s,
             "y": y,
-            "SS": self._SS.clone(),
-            "SY": self._SY.clone(),
+            "SS": torch.from_numpy(self._SS.copy()),
+            "SY": torch.from_numpy(self._SY.copy()),
             # Buffer rows of the pairs: restoring the same layout keeps products bit-identical
             # (the row order fixes the summation order in Ψc).
             "slots": list(self._slots),
@@ -371,11 +406,12 @@ class LSR1Memory:
         if len(y_list) != k or k > int(d["history"]):
             raise ValueError("inconsistent L-SR1 state: s, y and history do not match")
         self.history = int(d["history"])
+        self._PPbuf = np.zeros((self.history, self.history))
         self.skip_tol = float(d["skip_tol"])
         self.gamma_init = float(d["gamma_init"])
         self.gamma_rule = str(d["gamma_rule"])
         self._gamma = float(d["gamma"])
-        self._Sbuf = self._Ybuf = self._Pbuf = None
+        self._SYbuf = self._Sbuf = self._Ybuf = self._Pbuf = None
         self._slots = []
         self._psi_gamma = None
         if k:
@@ -394,15 +430,32 @@ class LSR1Memory:
             self._slots = slots
             self._set_psi_rows(None)
             self._psi_gamma = self._gamma
+            self._psi_gram(self._slots)
         if "SS" in d and "SY" in d:
-            self._SS = d["SS"].detach().clone().double().cpu()
-            self._SY = d["SY"].detach().clone().double().cpu()
+            self._SS = _to_numpy(d["SS"].detach()).copy()
+            self._SY = _to_numpy(d["SY"].detach()).copy()
         elif k:
             S = torch.stack(s_list, dim=1)
             Y = torch.stack(y_list, dim=1)
-            self._SS = (S.T @ S).double().cpu()
-            self._SY = (S.T @ Y).double().cpu()
+            self._SS = _to_numpy(S.T @ S)
+            self._SY = _to_numpy(S.T @ Y)
         else:
-            self._SS = torch.zeros(0, 0, dtype=torch.float64)
-            self._SY = torch.zeros(0, 0, dtype=torch.float64)
+            self._SS = np.zeros((0, 0))
+            self._SY = np.zeros((0, 0))
         self._rebuild()
+
+
+def _to_numpy(t: Tensor) -> np.ndarray:
+    """A float64 NumPy array of ``t``'s values (CPU; shares memory when ``t`` is float64 there)."""
+    return t.detach().to(device="cpu", dtype=torch.float64).numpy()
+
+
+def _bordered(A: np.ndarray, col: np.ndarray, row: np.ndarray, corner: float) -> np.ndarray:
+    """``[[A, col], [rowᵀ, corner]]`` (one allocation; ``np.block`` costs ~50 µs per call)."""
+    k = A.shape[0]
+    out = np.empty((k + 1, k + 1))
+    out[:k, :k] = A
+    out[:k, k] = col
+    out[k, :k] = row
+    out[k, k] = corner
+    return out

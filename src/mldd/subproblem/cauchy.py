@@ -20,7 +20,31 @@ from torch import Tensor
 
 from mldd.subproblem.base import Matvec, SubproblemResult, check_inputs, result, vec_norm
 
-__all__ = ["cauchy_from_curvature", "cauchy_point"]
+__all__ = ["cauchy_from_curvature", "cauchy_length", "cauchy_point"]
+
+
+def cauchy_length(gg: float, g_norm: float, gBg: float, radius: float
+                  ) -> tuple[float, float, bool]:
+    """The Cauchy step length ``t*`` from scalars alone (no vector is formed).
+
+    Args:
+        gg: ``‖g‖₂²``.
+        g_norm: ``‖g‖`` in the trust region's norm (``‖g‖₂`` or ``‖g‖∞``).
+        gBg: the curvature ``gᵀBg``.
+        radius: ``Δ``.
+
+    Returns:
+        ``(t*, model_value, on_boundary)``; the step is ``−t* g``.
+    """
+    if gg == 0.0:
+        return 0.0, 0.0, False
+    t_max = radius / g_norm
+    if gBg <= 0.0:
+        t, on_boundary = t_max, True
+    else:
+        t_free = gg / gBg
+        t, on_boundary = (t_max, True) if t_free >= t_max else (t_free, False)
+    return t, -t * gg + 0.5 * t * t * gBg, on_boundary
 
 
 def cauchy_from_curvature(
@@ -34,13 +58,7 @@ def cauchy_from_curvature(
     gg = float(torch.dot(g, g))
     if gg == 0.0:
         return torch.zeros_like(g), 0.0, False
-    t_max = radius / vec_norm(g, norm)
-    if gBg <= 0.0:
-        t, on_boundary = t_max, True
-    else:
-        t_free = gg / gBg
-        t, on_boundary = (t_max, True) if t_free >= t_max else (t_free, False)
-    model_value = -t * gg + 0.5 * t * t * gBg
+    t, model_value, on_boundary = cauchy_length(gg, vec_norm(g, norm), gBg, radius)
     return -t * g, model_value, on_boundary
 
 
