@@ -52,7 +52,7 @@ def test_lbfgs_gamma_and_history():
     s, y = pairs[-1]
     assert mem.gamma == pytest.approx(float(s @ y) / float(y @ y), rel=1e-14)
     # the stored pairs are the newest four
-    for (s_m, y_m), (s_p, y_p) in zip(zip(mem._s, mem._y, strict=True), pairs[-4:], strict=True):
+    for (s_m, y_m), (s_p, y_p) in zip(zip(*mem.pairs(), strict=True), pairs[-4:], strict=True):
         assert torch.equal(s_m, s_p) and torch.equal(y_m, y_p)
 
 
@@ -251,3 +251,33 @@ def test_lsr1_psi_gram_is_psi_t_psi_and_round_trips_bit_exact(rule, k):
     other.load_state_dict(mem.state_dict())
     assert np.array_equal(other.psi_gram(), G)
     assert LSR1Memory().psi_gram() is None
+
+
+def test_lbfgs_lazy_gram_matches_a_restored_memory_bitwise():
+    # Gram entries are computed at the first matvec after updates; a memory restored from a
+    # checkpoint computes them all at once and must give the same bits.
+    gen = torch.Generator().manual_seed(11)
+    A = _spd(12, gen)
+    mem = LBFGSMemory(history=4)
+    v = torch.randn(12, generator=gen, dtype=DT)
+    for i in range(9):
+        s = torch.randn(12, generator=gen, dtype=DT)
+        assert mem.update(s, A @ s)
+        if i % 3 == 0:
+            mem.matvec(v)  # some updates are folded in one at a time, others together
+        other = LBFGSMemory()
+        other.load_state_dict(mem.state_dict())
+        assert torch.equal(other.matvec(v), mem.matvec(v))
+    H = _dense(mem.apply_inverse, 12)  # the two-loop recursion never uses the Gram matrices
+    torch.testing.assert_close(H @ mem.matvec(v), v, rtol=1e-9, atol=1e-9)
+
+
+def test_lbfgs_pairs_must_match_the_stored_ones_until_reset():
+    mem, _ = _filled_lbfgs()
+    with pytest.raises(ValueError, match="pair length 5 differs"):
+        mem.update(torch.ones(5, dtype=DT), torch.ones(5, dtype=DT))
+    with pytest.raises(ValueError, match=r"dtype torch\.float32"):
+        mem.update(torch.ones(12), torch.ones(12))
+    mem.reset()
+    assert mem.update(torch.ones(5), 2.0 * torch.ones(5))  # an empty memory takes any length
+    torch.testing.assert_close(mem.matvec(torch.ones(5)), 2.0 * torch.ones(5))

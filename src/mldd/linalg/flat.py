@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -97,3 +98,14 @@ def max_abs(v: Tensor) -> float:
     if math.isnan(a) or math.isnan(b):
         return math.nan
     return max(-a, b)
+
+
+def to_numpy64(t: Tensor) -> np.ndarray:
+    """A float64 NumPy array of ``t``'s values, on the CPU.
+
+    For the small dense algebra of quasi-Newton memories and subproblem solvers: a LAPACK call on
+    a ``k×k`` matrix costs a few µs in NumPy against tens of µs through torch's dispatcher, a fixed
+    cost paid at every iteration. The array shares memory with ``t`` when ``t`` is a float64 CPU
+    tensor, so pass a fresh result (a product), not state that is modified later.
+    """
+    return t.detach().to(device="cpu", dtype=torch.float64).numpy()

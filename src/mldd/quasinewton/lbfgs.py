@@ -16,8 +16,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from mldd.linalg import small
+from mldd.linalg.flat import to_numpy64 as _to_numpy
 
 __all__ = ["LBFGSMemory"]
 
@@ -47,6 +51,15 @@ class LBFGSMemory:
     relative form makes the test invariant to the scaling of ``s`` and ``y``). Cost per product:
     ``O(n·k)`` with ``k ≤ history``; the ``2k×2k`` middle matrix is solved in float64.
 
+    Storage: one row-major ``(2·history × n)`` ring buffer, ``S`` in the first half and ``Y`` in
+    the second, so :meth:`matvec` is two matrix-vector products (``[S; Y]v`` and
+    ``[S; Y]ᵀc``) whatever ``k``. The Gram matrices ``SᵀS`` and ``SᵀY`` are brought up to date
+    lazily, one matrix-vector product per new pair, at the first :meth:`matvec` after an update
+    (line-search L-BFGS never pays for them); the middle matrix is inverted once per memory
+    state in NumPy. A trust-region step with Steihaug CG calls :meth:`matvec` 10–20 times per
+    iteration, and re-stacking ``S, Y`` and forming ``SᵀS, SᵀY`` by GEMM at every memory change
+    used to cost more than all those products together.
+
     Args:
         history: number of pairs kept (the oldest is dropped beyond it). Default 10
             (torch.optim.LBFGS uses 100; the SPQN papers [KKKK24] use 3 — pass it explicitly there).
@@ -60,33 +73,47 @@ class LBFGSMemory:
             raise ValueError(f"curvature_eps must be finite and >= 0, got {curvature_eps!r}")
         self.history = history
         self.curvature_eps = float(curvature_eps)
-        self._s: list[Tensor] = []
-        self._y: list[Tensor] = []
-        self._rho: list[float] = []  # 1 / yᵢᵀsᵢ, cached for the two-loop recursion
-        self._compact: tuple[Tensor, Tensor, Tensor] | None = None  # (S, Y, K⁻¹) for matvec
+        self._buf: Tensor | None = None  # (2·history × n): rows [0, h) hold s, [h, 2h) hold y
+        self._slots: list[int] = []  # buffer rows in use, oldest first
+        self._rho: list[float] = []  # 1 / yᵢᵀsᵢ, oldest first, for the two-loop recursion
+        # Gram entries by buffer slot: SS[i, j] = s_iᵀs_j, SY[i, j] = s_iᵀy_j; rows in
+        # ``_gram_pending`` (oldest first) have not been multiplied yet.
+        self._SS = np.zeros((history, history))
+        self._SY = np.zeros((history, history))
+        self._gram_pending: list[int] = []
+        self._Kinv: np.ndarray | None = None  # inverse middle matrix for the current pairs
 
     # ------------------------------------------------------------------ bookkeeping
     def __len__(self) -> int:
-        return len(self._s)
+        return len(self._slots)
 
     @property
     def gamma(self) -> float:
         """Initial inverse-Hessian scaling ``γ = sᵀy / yᵀy`` of the newest pair (1 when empty)."""
-        if not self._s:
+        if not self._slots or self._buf is None:
             return 1.0
-        y = self._y[-1]
+        y = self._buf[self.history + self._slots[-1]]
         return 1.0 / (self._rho[-1] * float(torch.dot(y, y)))
+
+    def _s(self, j: int) -> Tensor:
+        assert self._buf is not None
+        return self._buf[j]
+
+    def _y(self, j: int) -> Tensor:
+        assert self._buf is not None
+        return self._buf[self.history + j]
 
     def pairs(self) -> tuple[list[Tensor], list[Tensor]]:
         """Copies of the stored ``(s_i)`` and ``(y_i)``, oldest first."""
-        return [t.clone() for t in self._s], [t.clone() for t in self._y]
+        return ([self._s(j).clone() for j in self._slots],
+                [self._y(j).clone() for j in self._slots])
 
     def reset(self) -> None:
-        """Forget all pairs (``H = I`` afterwards)."""
-        self._s.clear()
-        self._y.clear()
+        """Forget all pairs (``H = I`` afterwards). The buffer is kept, so a reset costs nothing."""
+        self._slots.clear()
         self._rho.clear()
-        self._compact = None
+        self._gram_pending.clear()
+        self._Kinv = None
 
     def update(self, s: Tensor, y: Tensor) -> bool:
         """Store the pair ``(s, y)`` if it has safely positive curvature.
@@ -99,9 +126,9 @@ class LBFGSMemory:
             ``True`` if the pair was stored (``yᵀs > ε‖s‖‖y‖``, everything finite).
         """
         _check_pair(s, y)
-        if self._s and (s.shape != self._s[0].shape):
+        if self._slots and self._buf is not None and s.numel() != self._buf.shape[1]:
             raise ValueError(
-                f"pair length {s.numel()} differs from the stored pairs' {self._s[0].numel()}"
+                f"pair length {s.numel()} differs from the stored pairs' {self._buf.shape[1]}"
             )
         sy = float(torch.dot(s, y))
         s_norm = float(torch.linalg.vector_norm(s))
@@ -110,12 +137,30 @@ class LBFGSMemory:
             return False
         if not sy > self.curvature_eps * s_norm * y_norm:
             return False
-        self._s.append(s.detach().clone())
-        self._y.append(y.detach().clone())
+        buf = self._buf
+        if buf is not None and (buf.shape[1], buf.dtype, buf.device) != (s.numel(), s.dtype,
+                                                                         s.device):
+            if self._slots:
+                raise ValueError(
+                    f"pair of dtype {s.dtype} on {s.device} differs from the stored pairs' "
+                    f"{buf.dtype} on {buf.device}; reset() the memory first"
+                )
+            self._buf = None  # empty memory: re-allocate for the new length, dtype or device
+        if self._buf is None:
+            self._buf = torch.zeros((2 * self.history, s.numel()), dtype=s.dtype,
+                                    device=s.device)
+        if len(self._slots) >= self.history:
+            old = self._slots.pop(0)
+            del self._rho[0]
+            if old in self._gram_pending:
+                self._gram_pending.remove(old)
+        slot = min(set(range(self.history)) - set(self._slots))
+        self._buf[slot] = s.detach()
+        self._buf[self.history + slot] = y.detach()
+        self._slots.append(slot)
         self._rho.append(1.0 / sy)
-        if len(self._s) > self.history:
-            del self._s[0], self._y[0], self._rho[0]
-        self._compact = None
+        self._gram_pending.append(slot)
+        self._Kinv = None
         return True
 
     # ------------------------------------------------------------------ operators
@@ -129,29 +174,51 @@ class LBFGSMemory:
             A new tensor ``H g``.
         """
         q = g.detach().clone()
-        k = len(self._s)
+        k = len(self._slots)
         alpha = [0.0] * k
         for i in range(k - 1, -1, -1):
-            alpha[i] = self._rho[i] * float(torch.dot(self._s[i], q))
-            q.add_(self._y[i], alpha=-alpha[i])
+            j = self._slots[i]
+            alpha[i] = self._rho[i] * float(torch.dot(self._s(j), q))
+            q.add_(self._y(j), alpha=-alpha[i])
         q.mul_(self.gamma)
         for i in range(k):
-            beta = self._rho[i] * float(torch.dot(self._y[i], q))
-            q.add_(self._s[i], alpha=alpha[i] - beta)
+            j = self._slots[i]
+            beta = self._rho[i] * float(torch.dot(self._y(j), q))
+            q.add_(self._s(j), alpha=alpha[i] - beta)
         return q
 
-    def _compact_factors(self) -> tuple[Tensor, Tensor, Tensor]:
-        if self._compact is None:
-            S = torch.stack(self._s, dim=1)
-            Y = torch.stack(self._y, dim=1)
+    def _update_gram(self) -> None:
+        """Gram entries of the pending rows against every older row.
+
+        Entry ``(i, j)`` always comes from the products with the newer pair's vectors, the same
+        arithmetic whether pairs are processed one at a time or all at once (a restored
+        checkpoint), so resumed runs stay bit-identical.
+        """
+        if not self._gram_pending:
+            return
+        assert self._buf is not None
+        h = self.history
+        for j in self._gram_pending:
+            older = self._slots[: self._slots.index(j) + 1]
+            # [S; Y] s_j gives s_iᵀs_j and y_iᵀs_j (= SY[j, i]); S y_j gives s_iᵀy_j.
+            col_s = _to_numpy(self._buf @ self._buf[j])
+            col_y = _to_numpy(self._buf[:h] @ self._buf[h + j])
+            self._SS[older, j] = col_s[older]
+            self._SS[j, older] = col_s[older]
+            self._SY[j, older] = col_s[[h + i for i in older]]
+            self._SY[older, j] = col_y[older]
+        self._gram_pending.clear()
+
+    def _middle_inverse(self) -> np.ndarray:
+        if self._Kinv is None:
+            self._update_gram()
+            idx = np.ix_(self._slots, self._slots)
+            SS, SY = self._SS[idx], self._SY[idx]
             delta = 1.0 / self.gamma
-            SS = (S.T @ S).double().cpu()
-            SY = (S.T @ Y).double().cpu()
-            L = torch.tril(SY, diagonal=-1)
-            D = torch.diag(torch.diagonal(SY))
-            K = torch.cat([torch.cat([delta * SS, L], 1), torch.cat([L.T, -D], 1)], 0)
-            self._compact = (S, Y, torch.linalg.inv(K))
-        return self._compact
+            L = np.tril(SY, -1)
+            K = np.block([[delta * SS, L], [L.T, -np.diag(np.diag(SY))]])
+            self._Kinv = small.inv(K)
+        return self._Kinv
 
     def matvec(self, v: Tensor) -> Tensor:
         """``B v`` for the direct L-BFGS matrix in compact form [NW06, eq. (7.24)], ``B0 = I/γ``.
@@ -164,37 +231,67 @@ class LBFGSMemory:
         Returns:
             A new tensor ``B v`` (``v`` itself when the memory is empty).
         """
-        if not self._s:
+        if not self._slots or self._buf is None:
             return v.detach().clone()
-        S, Y, Kinv = self._compact_factors()
+        Kinv = self._middle_inverse()
+        h = self.history
         delta = 1.0 / self.gamma
-        w = torch.cat([delta * (S.T @ v), Y.T @ v]).double().cpu()
-        c = (Kinv @ w).to(dtype=v.dtype, device=v.device)
-        k = S.shape[1]
-        return delta * v - (delta * (S @ c[:k]) + Y @ c[k:])
+        rows_s = self._slots
+        rows_y = [h + j for j in self._slots]
+        # All 2h rows are multiplied (unused ones are finite): no gathered n×k copies.
+        w_all = _to_numpy(self._buf @ v.detach())
+        c = Kinv @ np.concatenate([delta * w_all[rows_s], w_all[rows_y]])
+        k = len(rows_s)
+        coef = np.zeros(2 * h)
+        coef[rows_s] = delta * c[:k]
+        coef[rows_y] = c[k:]
+        return delta * v.detach() - self._buf.T @ torch.from_numpy(coef).to(dtype=v.dtype,
+                                                                           device=v.device)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to reproduce the operators bit for bit (tensors are cloned)."""
+        s, y = self.pairs()
         return {
             "history": self.history,
             "curvature_eps": self.curvature_eps,
-            "s": [t.clone() for t in self._s],
-            "y": [t.clone() for t in self._y],
+            "s": s,
+            "y": y,
             "rho": list(self._rho),
+            # Buffer rows of the pairs: the same layout gives the same bits in the products.
+            "slots": list(self._slots),
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (tensors are cloned)."""
-        self.history = int(d["history"])
+        s_list = [t.detach() for t in d["s"]]
+        y_list = [t.detach() for t in d["y"]]
+        k = len(s_list)
+        history = int(d["history"])
+        if len(y_list) != k or k > history:
+            raise ValueError("inconsistent L-BFGS state: s, y and history do not match")
+        self.history = history
         self.curvature_eps = float(d["curvature_eps"])
-        self._s = [t.detach().clone() for t in d["s"]]
-        self._y = [t.detach().clone() for t in d["y"]]
+        self._SS = np.zeros((history, history))
+        self._SY = np.zeros((history, history))
+        self._Kinv = None
+        self._buf = None
+        slots = [int(j) for j in d.get("slots", range(k))]
+        if len(slots) != k or len(set(slots)) != k or not all(0 <= j < history for j in slots):
+            raise ValueError(f"invalid L-BFGS buffer slots {slots} for history {history}")
+        if k:
+            self._buf = torch.zeros((2 * history, s_list[0].numel()), dtype=s_list[0].dtype,
+                                    device=s_list[0].device)
+            for j, sj, yj in zip(slots, s_list, y_list, strict=True):
+                self._buf[j] = sj
+                self._buf[history + j] = yj
+        self._slots = slots
         if "rho" in d:
             self._rho = [float(r) for r in d["rho"]]
         else:
-            pairs = zip(self._s, self._y, strict=True)
+            pairs = zip(s_list, y_list, strict=True)
             self._rho = [1.0 / float(torch.dot(s, y)) for s, y in pairs]
-        if not (len(self._s) == len(self._y) == len(self._rho)):
+        if len(self._rho) != k:
             raise ValueError("inconsistent L-BFGS state: s, y and rho differ in length")
-        self._compact = None
+        self._gram_pending = list(slots)
+

@@ -28,6 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mldd.linalg import small
+from mldd.linalg.flat import to_numpy64 as _to_numpy
+
 __all__ = ["LSR1Memory"]
 
 _GAMMA_RULES = ("fixed", "yy_sy")
@@ -178,9 +181,9 @@ class LSR1Memory:
             L = np.tril(SY, -1)
             M = L + L.T + np.diag(np.diag(SY)) - self._gamma * self._SS
             if np.isfinite(M).all():
-                mu = np.abs(np.linalg.eigvalsh(M))
+                mu = np.abs(small.eigvalsh(M))
                 if mu.min() > self._rcond_tol() * mu.max():
-                    self._Minv = np.linalg.inv(M)
+                    self._Minv = small.inv(M)
                     return
             self._drop_oldest()
         self._Minv = None
@@ -443,11 +446,6 @@ class LSR1Memory:
             self._SS = np.zeros((0, 0))
             self._SY = np.zeros((0, 0))
         self._rebuild()
-
-
-def _to_numpy(t: Tensor) -> np.ndarray:
-    """A float64 NumPy array of ``t``'s values (CPU; shares memory when ``t`` is float64 there)."""
-    return t.detach().to(device="cpu", dtype=torch.float64).numpy()
 
 
 def _bordered(A: np.ndarray, col: np.ndarray, row: np.ndarray, corner: float) -> np.ndarray:

@@ -37,8 +37,9 @@ The step is assembled as ``s = P_∥ v_∥ + v_⊥ g_⊥/‖g_⊥‖ = Q(W(v_∥
 never formed: ``‖g_⊥‖² = ‖g‖² − 2‖g_∥‖² + g_∥ᵀ(WᵀGW)g_∥`` with ``G = QQᵀ`` the Gram matrix the
 factorisation already holds (exact even where ``Q`` has lost some orthogonality). Where that
 difference cancels (``‖g_⊥‖² < √ε·‖g‖²``) ``g_⊥`` is formed explicitly instead. The ``k×k`` algebra
-is in float64 NumPy: per iteration it is a fixed cost independent of ``n``, and through torch's
-dispatcher it was a third of the solver's time on a 100k-parameter network.
+is in float64 NumPy (its factorizations through torch, :mod:`mldd.linalg.small`): per iteration it
+is a fixed cost independent of ``n``, and done wholly through torch's dispatcher it was a third of
+the solver's time on a 100k-parameter network.
 
 ``norm="linf"``: the exact l2 problem with radius Δ is solved (the l2 ball lies inside the box, so
 the step is feasible) and compared with the box Cauchy point; the lower model value wins. This
@@ -62,6 +63,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mldd.linalg import small
+from mldd.linalg.flat import to_numpy64
 from mldd.quasinewton.lsr1 import LSR1Memory
 from mldd.subproblem.base import SubproblemResult, check_inputs, result, vec_norm
 from mldd.subproblem.cauchy import cauchy_length
@@ -102,14 +105,7 @@ _CHOLQR_TOL = 0.1
 
 
 def _gram(rows: Tensor) -> np.ndarray:
-    return (rows @ rows.T).to(device="cpu", dtype=torch.float64).numpy()
-
-
-def _cholesky(G: np.ndarray) -> np.ndarray | None:
-    try:
-        return np.linalg.cholesky(G)
-    except np.linalg.LinAlgError:
-        return None
+    return to_numpy64(rows @ rows.T)
 
 
 def _cholqr2(rows: Tensor, G1: np.ndarray | None = None
@@ -137,12 +133,12 @@ def _cholqr2(rows: Tensor, G1: np.ndarray | None = None
         G1 = _gram(rows)
     if not np.isfinite(G1).all():
         return None
-    L1 = _cholesky(G1)
+    L1 = small.cholesky(G1)
     if L1 is None:
         return None
     eps = torch.finfo(rows.dtype).eps
-    ev = np.linalg.eigvalsh(G1)
-    L1inv = np.linalg.inv(L1)
+    ev = small.eigvalsh(G1)
+    L1inv = small.inv(L1)
     if ev[0] > 0 and ev[-1] / ev[0] * eps <= math.sqrt(eps):
         return rows, L1inv.T, L1.T, G1, True
     Q1 = torch.from_numpy(L1inv).to(dtype=rows.dtype, device=rows.device) @ rows
@@ -150,10 +146,10 @@ def _cholqr2(rows: Tensor, G1: np.ndarray | None = None
     err = float(np.abs(G2 - np.eye(G2.shape[0])).max())
     if not err <= _CHOLQR_TOL:  # also catches NaN
         return None
-    L2 = _cholesky(G2)
+    L2 = small.cholesky(G2)
     if L2 is None:
         return None
-    return Q1, np.linalg.inv(L2).T, L2.T @ L1.T, G2, False
+    return Q1, small.inv(L2).T, L2.T @ L1.T, G2, False
 
 
 def _spectral(memory: LSR1Memory) -> _Spectral:
@@ -175,8 +171,8 @@ def _spectral(memory: LSR1Memory) -> _Spectral:
             Q0, R0t = torch.linalg.qr(rows.T, mode="reduced")
             Q = Q0.T
             G = np.eye(Q.shape[0])
-            R0 = R0t.to(device="cpu", dtype=torch.float64).numpy()[:, cols]
-        U0, sig, Vh = np.linalg.svd(R0)
+            R0 = to_numpy64(R0t)[:, cols]
+        U0, sig, Vh = small.svd(R0)
         k = len(cols)
         tol = 10.0 * k * torch.finfo(rows.dtype).eps * float(sig[0]) if sig.size else 0.0
         r = int((sig > tol).sum()) if sig.size and float(sig[0]) > 0 else 0
@@ -185,7 +181,7 @@ def _spectral(memory: LSR1Memory) -> _Spectral:
         else:
             R = sig[:r, None] * Vh[:r]  # r×k: Ψ ≈ (Q U0_r) R
             T = R @ Minv @ R.T
-            lam_hat, U = np.linalg.eigh(0.5 * (T + T.T))
+            lam_hat, U = small.eigh(0.5 * (T + T.T))
             W = U0[:, :r] @ U
             if L2invT is not None:
                 W = L2invT @ W  # fold the implicit CholeskyQR factor into W
@@ -304,7 +300,7 @@ def solve_obs(g: Tensor, memory: LSR1Memory, radius: float, norm: str = "l2") ->
         Q = spec.Q.to(dtype=g.dtype, device=g.device)
         W = spec.W
         r = W.shape[1]
-        Qg = (Q @ g).to(device="cpu", dtype=torch.float64).numpy()
+        Qg = to_numpy64(Q @ g)
         g_par = W.T @ Qg
         if spec.cols is not None and spec.Minv is not None:
             # Q is Ψᵀ: Ψᵀg is at hand, so gᵀBg = γ‖g‖² + (Ψᵀg)ᵀM⁻¹(Ψᵀg) costs no pass over Ψ.
