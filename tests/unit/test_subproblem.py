@@ -416,3 +416,75 @@ def test_obs_perpendicular_part_formula_and_explicit_agree(monkeypatch, cancel, 
         check_common(res, B, g, radius, "l2")
         s_ref, _, _ = exact_tr(B, g, radius)
         assert res.model_value == pytest.approx(model(B, g, s_ref), rel=tol, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- CG in span[g, S, Y]
+def _lbfgs_model(seed: int, n: int = 60, history: int = 10) -> tuple[LBFGSMemory, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, n, generator=gen, dtype=DT)
+    A = X @ X.T / n + 0.01 * torch.eye(n, dtype=DT)  # ill-conditioned SPD
+    mem = LBFGSMemory(history=history)
+    for _ in range(history + 7):  # the ring buffer has wrapped
+        s = torch.randn(n, generator=gen, dtype=DT)
+        mem.update(s, A @ s)
+    return mem, torch.randn(n, generator=gen, dtype=DT)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("history", [3, 10])
+def test_cg_in_span_equals_vector_cg(seed, history):
+    from mldd.subproblem.steihaug_cg import steihaug_cg_in_span
+
+    mem, g = _lbfgs_model(seed, history=history)
+    B = _dense_lbfgs(mem, g.numel())
+    for radius in (1e-3, 0.3, 3.0, 1e4):  # boundary along d, interior, tight and loose
+        for rtol in (0.1, 1e-10):
+            ref = steihaug_cg(g, mem.matvec, radius, rtol=rtol, max_iter=100)
+            res = steihaug_cg_in_span(g, mem, radius, rtol=rtol, max_iter=100)
+            assert res is not None
+            # Rounding differs, so a residual landing at the tolerance may take one CG step more.
+            assert abs(res.iterations - ref.iterations) <= (0 if rtol == 0.1 else 1)
+            assert res.on_boundary == ref.on_boundary
+            torch.testing.assert_close(res.step, ref.step, rtol=1e-8, atol=1e-12)
+            assert res.model_value == pytest.approx(model(B, g, res.step), rel=1e-8, abs=1e-14)
+            assert float(res.step.norm()) <= radius * (1 + 1e-12)
+
+
+def _dense_lbfgs(mem: LBFGSMemory, n: int) -> torch.Tensor:
+    return torch.stack([mem.matvec(e) for e in torch.eye(n, dtype=DT)], dim=1)
+
+
+def test_cg_in_span_breakdown_returns_none_and_the_solver_falls_back(monkeypatch):
+    import importlib
+
+    from mldd.solvers import trust_region as tr
+
+    # (the package re-exports the function under the module's name)
+    cg_module = importlib.import_module("mldd.subproblem.steihaug_cg")
+
+    mem, g = _lbfgs_model(7)
+    G, apply = mem.span_operator(g)
+    bad = G.copy()
+    bad[1:, 1:] *= -1.0  # the S, Y block indefinite, as rounding could (barely) make it
+    monkeypatch.setattr(mem, "span_operator", lambda v: (bad, apply))
+    assert cg_module.steihaug_cg_in_span(g, mem, 1e4, rtol=1e-12) is None
+    monkeypatch.undo()
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        return None
+
+    monkeypatch.setattr(tr, "steihaug_cg_in_span", broken)
+    solver = tr.TrustRegionSolver(tr.TrustRegionConfig(hessian="lbfgs", memory=10,
+                                                       subproblem="cg"))
+    solver.memory = mem
+    res = solver.solve_subproblem(g, mem.matvec, 1.0)
+    ref = steihaug_cg(g, mem.matvec, 1.0, rtol=solver.config.cg_rtol, max_iter=60)
+    assert calls and torch.equal(res.step, ref.step)
+
+
+def test_span_operator_needs_pairs():
+    with pytest.raises(ValueError, match="non-empty memory"):
+        LBFGSMemory().span_operator(torch.ones(3, dtype=DT))

@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -76,10 +77,11 @@ class LBFGSMemory:
         self._buf: Tensor | None = None  # (2·history × n): rows [0, h) hold s, [h, 2h) hold y
         self._slots: list[int] = []  # buffer rows in use, oldest first
         self._rho: list[float] = []  # 1 / yᵢᵀsᵢ, oldest first, for the two-loop recursion
-        # Gram entries by buffer slot: SS[i, j] = s_iᵀs_j, SY[i, j] = s_iᵀy_j; rows in
-        # ``_gram_pending`` (oldest first) have not been multiplied yet.
+        # Gram entries by buffer slot: SS[i, j] = s_iᵀs_j, SY[i, j] = s_iᵀy_j, YY[i, j] = y_iᵀy_j;
+        # rows in ``_gram_pending`` (oldest first) have not been multiplied yet.
         self._SS = np.zeros((history, history))
         self._SY = np.zeros((history, history))
+        self._YY = np.zeros((history, history))
         self._gram_pending: list[int] = []
         self._Kinv: np.ndarray | None = None  # inverse middle matrix for the current pairs
 
@@ -200,13 +202,17 @@ class LBFGSMemory:
         h = self.history
         for j in self._gram_pending:
             older = self._slots[: self._slots.index(j) + 1]
-            # [S; Y] s_j gives s_iᵀs_j and y_iᵀs_j (= SY[j, i]); S y_j gives s_iᵀy_j.
+            # [S; Y] s_j gives s_iᵀs_j and y_iᵀs_j (= SY[j, i]); [S; Y] y_j gives s_iᵀy_j and
+            # y_iᵀy_j.
             col_s = _to_numpy(self._buf @ self._buf[j])
-            col_y = _to_numpy(self._buf[:h] @ self._buf[h + j])
+            col_y = _to_numpy(self._buf @ self._buf[h + j])
+            older_y = [h + i for i in older]
             self._SS[older, j] = col_s[older]
             self._SS[j, older] = col_s[older]
-            self._SY[j, older] = col_s[[h + i for i in older]]
+            self._SY[j, older] = col_s[older_y]
             self._SY[older, j] = col_y[older]
+            self._YY[older, j] = col_y[older_y]
+            self._YY[j, older] = col_y[older_y]
         self._gram_pending.clear()
 
     def _middle_inverse(self) -> np.ndarray:
@@ -248,6 +254,63 @@ class LBFGSMemory:
         return delta * v.detach() - self._buf.T @ torch.from_numpy(coef).to(dtype=v.dtype,
                                                                            device=v.device)
 
+    def span_operator(self, g: Tensor) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """``B`` restricted to ``span(V)``, ``V = [g, s_1 … s_k, y_1 … y_k]`` (oldest first).
+
+        ``B`` maps ``span(V)`` into itself (``B = δI − U K⁻¹ Uᵀ``, ``U = [δS, Y] = V E``), so
+        ``B(Vz) = V(δz − E K⁻¹ Eᵀ (VᵀV) z)``. Cost: one pass over the pairs (``[S; Y]g``);
+        everything else is ``O(k²)``. Used by
+        :func:`~mldd.subproblem.steihaug_cg.steihaug_cg_in_span`.
+
+        Args:
+            g: the first basis vector (1-D, the pairs' length, dtype and device).
+
+        Returns:
+            ``(VᵀV, z ↦ coefficients of B(Vz))``, both of size ``2k+1`` (float64 NumPy).
+
+        Raises:
+            ValueError: the memory is empty.
+        """
+        if not self._slots or self._buf is None:
+            raise ValueError("span_operator needs a non-empty memory")
+        Kinv = self._middle_inverse()  # also brings the Gram matrices up to date
+        h, k = self.history, len(self._slots)
+        slots = self._slots
+        w = _to_numpy(self._buf @ g.detach())
+        idx = np.ix_(slots, slots)
+        gS, gY = w[slots], w[[h + j for j in slots]]
+        G = np.empty((2 * k + 1, 2 * k + 1))
+        G[0, 0] = float(torch.dot(g, g))
+        G[0, 1:k + 1] = G[1:k + 1, 0] = gS
+        G[0, k + 1:] = G[k + 1:, 0] = gY
+        G[1:k + 1, 1:k + 1] = self._SS[idx]
+        G[1:k + 1, k + 1:] = self._SY[idx]
+        G[k + 1:, 1:k + 1] = self._SY[idx].T
+        G[k + 1:, k + 1:] = self._YY[idx]
+        delta = 1.0 / self.gamma
+
+        def apply(z: np.ndarray) -> np.ndarray:
+            # Matrix-vector products only: NumPy's OpenBLAS threads a (2k+1)² GEMM (see
+            # mldd.linalg.small), not a GEMV.
+            vz = G @ z
+            c = Kinv @ np.concatenate([delta * vz[1:k + 1], vz[k + 1:]])
+            out = delta * z
+            out[1:k + 1] -= delta * c[:k]
+            out[k + 1:] -= c[k:]
+            return out
+
+        return G, apply
+
+    def span_vector(self, z: np.ndarray, g: Tensor) -> Tensor:
+        """``Vz`` for ``V = [g, S, Y]`` as in :meth:`span_operator`: one pass over the pairs."""
+        assert self._buf is not None
+        h, k = self.history, len(self._slots)
+        coef = np.zeros(2 * h)
+        coef[self._slots] = z[1:k + 1]
+        coef[[h + j for j in self._slots]] = z[k + 1:]
+        out = self._buf.T @ torch.from_numpy(coef).to(dtype=g.dtype, device=g.device)
+        return out.add_(g.detach(), alpha=float(z[0]))
+
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to reproduce the operators bit for bit (tensors are cloned)."""
@@ -274,6 +337,7 @@ class LBFGSMemory:
         self.curvature_eps = float(d["curvature_eps"])
         self._SS = np.zeros((history, history))
         self._SY = np.zeros((history, history))
+        self._YY = np.zeros((history, history))
         self._Kinv = None
         self._buf = None
         slots = [int(j) for j in d.get("slots", range(k))]

@@ -6,7 +6,10 @@ One iteration from ``x`` with radius ``Δ``:
    the exact Hessian (Hessian-vector products by double backward) or ``0`` (``hessian="none"``,
    which makes the step the Cauchy point, i.e. a steepest-descent step of length Δ);
 2. the step ``s ≈ argmin m(s), ‖s‖ ≤ Δ`` by the chosen subproblem solver (OBS for L-SR1,
-   Steihaug–Toint CG, or the Cauchy point), in the 2-norm or the ∞-norm;
+   Steihaug–Toint CG, or the Cauchy point), in the 2-norm or the ∞-norm; CG on a float64
+   L-BFGS model in the 2-norm runs in ``span[g, S, Y]``
+   (:func:`~mldd.subproblem.steihaug_cg.steihaug_cg_in_span`, the same iterates in exact
+   arithmetic at a fraction of the cost);
 3. the trial loss ``f(x+s)``, the ratio ``ρ = (f(x) − f(x+s)) / (m(0) − m(s))``, acceptance and
    the radius update by :class:`~mldd.globalization.TrustRegionPolicy`; a non-finite trial loss
    is a rejection (the iterate does not move);
@@ -40,6 +43,7 @@ from mldd.solvers.base import (
     is_finite,
 )
 from mldd.subproblem import SubproblemResult, solve
+from mldd.subproblem.steihaug_cg import steihaug_cg_in_span
 
 HESSIANS = ("lsr1", "lbfgs", "exact", "none")
 SUBPROBLEMS = ("obs", "cg", "cauchy")
@@ -156,6 +160,14 @@ class TrustRegionSolver:
         if cfg.subproblem == "cg":
             cap = cfg.cg_max_iter if cfg.cg_max_iter is not None else min(g.numel(), 250)
             opts = {"rtol": cfg.cg_rtol, "max_iter": cap}
+            memory = self.memory
+            if (isinstance(memory, LBFGSMemory) and len(memory) and cfg.norm == "l2"
+                    and g.dtype == torch.float64 and matvec == memory.matvec):
+                # The same CG in span[g, S, Y]: two passes over the pairs instead of two per
+                # CG iteration (float64 only: squared norms come from Gram entries).
+                res = steihaug_cg_in_span(g, memory, radius, **opts)
+                if res is not None:
+                    return res
         return solve(cfg.subproblem, g, radius, norm=cfg.norm, matvec=matvec, **opts)
 
     def iterate(self, objective: Objective, x: Tensor) -> IterationResult:

@@ -68,6 +68,19 @@ def vec_norm(v: Tensor, norm: str) -> float:
     return float(torch.linalg.vector_norm(v, ord=2 if norm == "l2" else math.inf))
 
 
+def l2_boundary_taus(zz: float, zd: float, dd: float, radius: float) -> tuple[float, float]:
+    """The roots ``τ− ≤ 0 ≤ τ+`` of ``‖z + τd‖₂² = Δ²`` from ``zᵀz``, ``zᵀd``, ``dᵀd``."""
+    disc = math.sqrt(max(zd * zd + dd * (radius * radius - zz), 0.0))
+    # Stable root formulas: avoid subtracting nearly equal numbers.
+    if zd >= 0:
+        tau_plus = (radius * radius - zz) / (zd + disc) if zd + disc > 0 else 0.0
+        tau_minus = -(zd + disc) / dd
+    else:
+        tau_plus = (disc - zd) / dd
+        tau_minus = (radius * radius - zz) / (zd - disc) if zd - disc < 0 else 0.0
+    return min(tau_minus, 0.0), max(tau_plus, 0.0)
+
+
 def boundary_taus(z: Tensor, d: Tensor, radius: float, norm: str) -> tuple[float, float]:
     """The two step lengths ``τ− ≤ 0 ≤ τ+`` where ``z + τd`` meets the trust-region boundary.
 
@@ -78,18 +91,8 @@ def boundary_taus(z: Tensor, d: Tensor, radius: float, norm: str) -> tuple[float
       over ``d_i ≠ 0``, and symmetrically for ``τ−``.
     """
     if norm == "l2":
-        dd = float(torch.dot(d, d))
-        zd = float(torch.dot(z, d))
-        zz = float(torch.dot(z, z))
-        disc = math.sqrt(max(zd * zd + dd * (radius * radius - zz), 0.0))
-        # Stable root formulas: avoid subtracting nearly equal numbers.
-        if zd >= 0:
-            tau_plus = (radius * radius - zz) / (zd + disc) if zd + disc > 0 else 0.0
-            tau_minus = -(zd + disc) / dd
-        else:
-            tau_plus = (disc - zd) / dd
-            tau_minus = (radius * radius - zz) / (zd - disc) if zd - disc < 0 else 0.0
-        return min(tau_minus, 0.0), max(tau_plus, 0.0)
+        return l2_boundary_taus(float(torch.dot(z, z)), float(torch.dot(z, d)),
+                                float(torch.dot(d, d)), radius)
     nz = d != 0
     dn = d[nz]
     zn = z[nz]
