@@ -281,3 +281,32 @@ def test_lbfgs_pairs_must_match_the_stored_ones_until_reset():
     mem.reset()
     assert mem.update(torch.ones(5), 2.0 * torch.ones(5))  # an empty memory takes any length
     torch.testing.assert_close(mem.matvec(torch.ones(5)), 2.0 * torch.ones(5))
+
+
+def test_lbfgs_switches_to_buffer_storage_at_the_first_product_and_round_trips_both():
+    mem, _ = _filled_lbfgs(k=6, history=4, seed=2)
+    v = torch.randn(12, dtype=DT)
+    h_list = mem.apply_inverse(v)
+    sd_list = mem.state_dict()
+    assert sd_list["layout"] == "list"
+    s_before, y_before = mem.pairs()
+    Bv = mem.matvec(v)  # switches to the buffer
+    assert mem.state_dict()["layout"] == "buffer"
+    s_after, y_after = mem.pairs()
+    assert all(torch.equal(a, b) for a, b in zip(s_before + y_before, s_after + y_after,
+                                                 strict=True))
+    torch.testing.assert_close(mem.apply_inverse(v), h_list, rtol=1e-13, atol=0)
+    torch.testing.assert_close(mem.apply_inverse(Bv), v, rtol=1e-9, atol=1e-9)
+    from_list, from_buffer = _loaded(sd_list), _loaded(mem.state_dict())
+    assert from_list.state_dict()["layout"] == "list"
+    assert from_buffer.state_dict()["layout"] == "buffer"
+    assert torch.equal(from_list.apply_inverse(v), h_list)
+    assert torch.equal(from_buffer.matvec(v), mem.matvec(v))
+    with pytest.raises(ValueError, match="unknown L-BFGS memory layout"):
+        LBFGSMemory().load_state_dict({**sd_list, "layout": "ring"})
+
+
+def _loaded(sd):
+    mem = LBFGSMemory()
+    mem.load_state_dict(sd)
+    return mem
