@@ -42,6 +42,11 @@ PAIRS: list[tuple[tuple[str, list[str]], tuple[str, list[str]]]] = [
                             "--nproc", "2"]),
      ("aspqn-sweep-tr-2proc", ["--method", "aspqn", "--set", "method.local_sweep=true",
                                "--set", "method.globalization=trust_region", "--nproc", "2"])),
+    # Does the Schwarz sweep add to the trust-region L-BFGS-50 global phase it shares with the
+    # single-level method?
+    (("trust-region-lbfgs50", ["--method", "trust-region", "--set", "method.hessian=lbfgs",
+                               "--set", "method.memory=50"]),
+     ("mspqn-tr", ["--method", "mspqn", "--set", "method.globalization=trust_region"])),
 ]
 
 

@@ -57,9 +57,10 @@ class LSR1Memory:
 
     In both rules the same safeguard runs after dropping the oldest pair beyond ``history``
     (a principal submatrix of a nonsingular ``M`` may be singular). Small ``k×k`` algebra is done in
-    float64 NumPy on the CPU (a LAPACK call on a 5×5 matrix costs a few µs there, against tens of
-    µs through torch's dispatcher, and these calls are a fixed cost of every iteration); products
-    with ``Ψ`` stay in the pairs' dtype and device. Cost of :meth:`matvec`: ``O(n·k)``.
+    float64 NumPy on the CPU (indexing and products on tiny arrays cost microseconds there, a
+    fixed cost of every iteration), its factorizations through torch's LAPACK
+    (:mod:`mldd.linalg.small`); products with ``Ψ`` stay in the pairs' dtype and device. Cost of
+    :meth:`matvec`: ``O(n·k)``.
 
     Args:
         history: number of pairs kept. Default 5 (the papers use 3–5 [KK22, GKT23]).
