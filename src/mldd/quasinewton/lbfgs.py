@@ -172,9 +172,7 @@ class LBFGSMemory:
         buf = self._buf
         if buf is None or (buf.shape[1], buf.dtype, buf.device) != (s.numel(), s.dtype,
                                                                     s.device):
-            # Empty memory (checked above): allocate for this length, dtype and device.
-            self._buf = torch.zeros((2 * self.history, s.numel()), dtype=s.dtype,
-                                    device=s.device)
+            self._store([], [], [], like=s)  # empty memory (checked above): a buffer like s
         assert self._buf is not None
         if len(self._slots) >= self.history:
             old = self._slots.pop(0)
@@ -195,18 +193,23 @@ class LBFGSMemory:
         if self._buffered:
             return
         self._buffered = True
-        k = len(self._s_list)
-        if k:
-            like = self._s_list[0]
-            self._buf = torch.zeros((2 * self.history, like.numel()), dtype=like.dtype,
-                                    device=like.device)
-            for j in range(k):
-                self._buf[j] = self._s_list[j]
-                self._buf[self.history + j] = self._y_list[j]
-        self._slots = list(range(k))
-        self._gram_pending = list(range(k))
+        self._store(list(range(len(self._s_list))), self._s_list, self._y_list)
         self._s_list, self._y_list = [], []
         self._Kinv = None
+
+    def _store(self, slots: list[int], s_list: list[Tensor], y_list: list[Tensor],
+               like: Tensor | None = None) -> None:
+        """A new buffer holding the pairs (oldest first) in rows ``slots``, all Gram entries
+        pending; ``like`` gives length, dtype and device when there are no pairs."""
+        ref = s_list[0] if s_list else like
+        self._buf = None if ref is None else torch.zeros(
+            (2 * self.history, ref.numel()), dtype=ref.dtype, device=ref.device)
+        for j, sj, yj in zip(slots, s_list, y_list, strict=True):
+            assert self._buf is not None
+            self._buf[j] = sj
+            self._buf[self.history + j] = yj
+        self._slots = list(slots)
+        self._gram_pending = list(slots)
 
     # ------------------------------------------------------------------ operators
     def apply_inverse(self, g: Tensor) -> Tensor:
@@ -396,14 +399,7 @@ class LBFGSMemory:
             if len(slots) != k or len(set(slots)) != k or not all(0 <= j < history
                                                                    for j in slots):
                 raise ValueError(f"invalid L-BFGS buffer slots {slots} for history {history}")
-            if k:
-                self._buf = torch.zeros((2 * history, s_list[0].numel()),
-                                        dtype=s_list[0].dtype, device=s_list[0].device)
-                for j, sj, yj in zip(slots, s_list, y_list, strict=True):
-                    self._buf[j] = sj
-                    self._buf[history + j] = yj
-            self._slots = slots
-            self._gram_pending = list(slots)
+            self._store(slots, s_list, y_list)
         else:
             self._s_list = [t.clone() for t in s_list]
             self._y_list = [t.clone() for t in y_list]

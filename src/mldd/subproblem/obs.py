@@ -108,7 +108,7 @@ def _gram(rows: Tensor) -> np.ndarray:
     return to_numpy64(rows @ rows.T)
 
 
-def _cholqr2(rows: Tensor, G1: np.ndarray | None = None
+def _cholqr2(rows: Tensor, G1: np.ndarray
              ) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray, bool] | None:
     """CholeskyQR(2) of ``A = rowsᵀ`` (``n×m``): ``A = Q1 L2⁻ᵀ · (L2ᵀ L1ᵀ)``, ``Q1 = rowsᵀ L1⁻ᵀ``.
 
@@ -121,7 +121,7 @@ def _cholqr2(rows: Tensor, G1: np.ndarray | None = None
 
     Args:
         rows: ``Aᵀ`` (``m×n``).
-        G1: ``rows rowsᵀ`` when known (the L-SR1 memory keeps ΨᵀΨ current), else computed.
+        G1: ``rows rowsᵀ`` (the L-SR1 memory keeps ΨᵀΨ current: no pass over the rows here).
 
     Returns:
         ``(Q rows (m×n), F (m×m), R (m×m), G, one_pass)`` with ``A = Qᵀ F R``, ``Qᵀ F``
@@ -129,8 +129,6 @@ def _cholqr2(rows: Tensor, G1: np.ndarray | None = None
         True)`` or ``(Q1, L2⁻ᵀ, L2ᵀL1ᵀ, G2, False)`` (small ones float64 NumPy) — or ``None``
         when ``A`` is too ill-conditioned (or rank deficient).
     """
-    if G1 is None:
-        G1 = _gram(rows)
     if not np.isfinite(G1).all():
         return None
     L1 = small.cholesky(G1)
@@ -161,7 +159,9 @@ def _spectral(memory: LSR1Memory) -> _Spectral:
         spec = _Spectral(memory.version, gamma, None, None, None)
     else:
         # Ψ = Q R0 with Q orthonormal (as rows, m×n) and R0 m×k (columns oldest first).
-        chol = _cholqr2(rows, memory.psi_gram())
+        G1 = memory.psi_gram()
+        assert G1 is not None
+        chol = _cholqr2(rows, G1)
         one_pass = False
         L2invT: np.ndarray | None = None
         if chol is not None:

@@ -63,11 +63,20 @@ class _BreakdownError(ArithmeticError):
     """Rounding made an inner product impossible (a negative squared norm)."""
 
 
-def _check_options(rtol: float, max_iter: int | None) -> None:
+def _prepare(g: Tensor, radius: float, norm: str, rtol: float, max_iter: int | None
+             ) -> tuple[Tensor, float, int]:
+    """Validate the arguments; return ``(g detached, Δ as a float, the CG iteration cap)``."""
+    check_inputs(g, radius, norm)
     if not math.isfinite(rtol) or rtol < 0:
         raise ValueError(f"rtol must be finite and >= 0, got {rtol!r}")
     if max_iter is not None and max_iter < 1:
         raise ValueError(f"max_iter must be >= 1 or None, got {max_iter!r}")
+    return g.detach(), float(radius), g.numel() if max_iter is None else max_iter
+
+
+def _forcing_tol(g_norm: float, rtol: float) -> float:
+    """``‖r‖ ≤ min(rtol, √‖g‖)·‖g‖`` [NW06, eq. (7.3)–(7.4)]."""
+    return min(rtol, math.sqrt(g_norm)) * g_norm
 
 
 def _steihaug(g: V, gg: float, g_norm: float, matvec: Callable[[V], V],
@@ -158,16 +167,12 @@ def steihaug_cg(
     Raises:
         ValueError: non-finite ``g``, ``radius ≤ 0``, unknown norm, bad ``rtol``/``max_iter``.
     """
-    check_inputs(g, radius, norm)
-    _check_options(rtol, max_iter)
-    radius = float(radius)
-    g = g.detach()
-    n_max = g.numel() if max_iter is None else max_iter
+    g, radius, n_max = _prepare(g, radius, norm, rtol, max_iter)
     gg = float(torch.dot(g, g))
     g_norm = math.sqrt(gg)
     if g_norm == 0.0:
         return result(torch.zeros_like(g), 0.0, False, 0)
-    tol = min(rtol, math.sqrt(g_norm)) * g_norm
+    tol = _forcing_tol(g_norm, rtol)
 
     def inner(a: Tensor, b: Tensor) -> float:
         return float(torch.dot(a, b))
@@ -209,17 +214,13 @@ def steihaug_cg_in_span(
     Raises:
         ValueError: as :func:`steihaug_cg` (``norm`` is ``"l2"``), or an empty memory.
     """
-    check_inputs(g, radius, "l2")
-    _check_options(rtol, max_iter)
-    radius = float(radius)
-    g = g.detach()
-    n_max = g.numel() if max_iter is None else max_iter
+    g, radius, n_max = _prepare(g, radius, "l2", rtol, max_iter)
     G, apply = memory.span_operator(g)
     gg = float(G[0, 0])
     g_norm = math.sqrt(gg)
     if g_norm == 0.0:
         return result(torch.zeros_like(g), 0.0, False, 0)
-    tol = min(rtol, math.sqrt(g_norm)) * g_norm
+    tol = _forcing_tol(g_norm, rtol)
     e1 = np.zeros(G.shape[0])
     e1[0] = 1.0
 
