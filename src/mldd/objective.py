@@ -242,6 +242,9 @@ class ParamsObjective(Objective):
         self.n = numel(self.params)
         self.dtype = self.params[0].dtype
         self.device = self.params[0].device
+        # What the parameters hold since the last :meth:`set`: the vector written and the
+        # version counters (of that vector and of every parameter) right after the write.
+        self._written: tuple[Tensor, int, tuple[int, ...]] | None = None
 
     def current(self) -> Tensor:
         """A flat copy of the parameters' current values."""
@@ -250,6 +253,18 @@ class ParamsObjective(Objective):
     def set(self, x: Tensor) -> None:
         """Write ``x`` into the parameters."""
         vector_to_params(x, self.params)
+        self._written = (x, x._version, tuple(p._version for p in self.params))
+
+    def holds(self, x: Tensor) -> bool:
+        """Whether the parameters provably hold ``x``: it was the last vector :meth:`set` wrote,
+        and neither it nor any parameter has been modified in place since (version counters).
+
+        Lets the optimizers skip writing back a point that the last evaluation left in place
+        (an accepted trial). ``False`` only means "not known"; writing then is always correct.
+        """
+        w = self._written
+        return (w is not None and w[0] is x and w[1] == x._version
+                and w[2] == tuple(p._version for p in self.params))
 
     def _run(self, x: Tensor) -> tuple[Tensor, bool]:
         """Call the closure at ``x``; returns the loss and whether the closure ran backward."""

@@ -245,3 +245,62 @@ def test_nan_at_start_stops_with_reason():
     opt.step(lambda: ((model(X) - y) ** 2).mean() * math.nan)
     assert "NaN" in opt.last_info["stop_reason"]
     assert torch.equal(before, _flat(model))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_parameters_hold_the_reported_iterate_after_every_step(name):
+    # The shell skips the write-back when the last evaluation left the new iterate in place;
+    # whichever branch a step takes (accepted, rejected, zoomed line search), the parameters must
+    # end up holding the point whose loss the step reports.
+    model, X, y = _setup()
+    opt = OPTIMIZERS[name](model.parameters())
+    closure = _closure(opt, model, X, y)
+    for _ in range(15):
+        opt.step(closure)
+        with torch.no_grad():
+            loss = float(((model(X) - y) ** 2).mean())
+        assert loss == opt.last_info["loss"]
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "tr-lsr1"])
+@pytest.mark.parametrize("how", ["no_grad", "load_state_dict"])
+def test_parameters_changed_between_steps_are_respected(name, how):
+    # A user edit of the parameters between steps (in place: the cached evaluation and the
+    # skipped write-back must both notice) must be where the next step starts from.
+    model, X, y = _setup()
+    opt = OPTIMIZERS[name](model.parameters())
+    closure = _closure(opt, model, X, y)
+    for _ in range(5):
+        opt.step(closure)
+    target = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    if how == "no_grad":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+    else:
+        model.load_state_dict(target)
+    with torch.no_grad():
+        loss_at_zero = float(((model(X) - y) ** 2).mean())
+    out = opt.step(closure)
+    assert float(out) == loss_at_zero
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "tr-lsr1"])
+def test_accepted_last_trial_is_not_written_back(name, monkeypatch):
+    # The point the last evaluation left in the parameters is the new iterate on most steps
+    # (L-BFGS's unit step, an accepted trust-region trial): no second copy into the parameters.
+    import mldd.optim.base as base
+
+    writes = []
+    real = base.vector_to_params
+    monkeypatch.setattr(base, "vector_to_params", lambda x, ps: (writes.append(1), real(x, ps)))
+    model, X, y = _setup()
+    opt = OPTIMIZERS[name](model.parameters())
+    closure = _closure(opt, model, X, y)
+    accepted_last = 0
+    for _ in range(20):
+        opt.step(closure)
+        info = opt.last_info
+        accepted_last += bool(info["accepted"]) and info.get("line_search_evals", 1) == 1
+    assert accepted_last >= 10
+    assert len(writes) <= 20 - accepted_last

@@ -21,3 +21,17 @@ def test_small_factorizations_reconstruct_their_input():
     assert L is not None
     np.testing.assert_allclose(L @ L.T, A, atol=1e-12)
     assert small.cholesky(A - 100.0 * np.eye(6)) is None  # indefinite: no factor, no exception
+
+
+def test_triangular_and_symmetric_inverses():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((5, 5))
+    L = np.tril(X) + 5.0 * np.eye(5)
+    np.testing.assert_allclose(small.inv_lower(L) @ L, np.eye(5), atol=1e-12)
+    # Symmetric indefinite (as the L-SR1 middle matrix M may be): eigenvalues and inverse.
+    A = X + X.T
+    lam, Ainv = small.sym_inv_eig(A)
+    np.testing.assert_allclose(lam, np.linalg.eigvalsh(A), atol=1e-12)
+    assert lam.min() < 0 < lam.max()
+    np.testing.assert_allclose(Ainv @ A, np.eye(5), atol=1e-10)
+    np.testing.assert_array_equal(Ainv, Ainv.T)

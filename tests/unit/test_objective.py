@@ -83,3 +83,34 @@ def test_wrong_vector_shape():
     obj = ParamsObjective(list(m.parameters()), lambda: (m(X) ** 2).mean())
     with pytest.raises(ValueError, match="expected"):
         obj.value(torch.zeros(3, dtype=torch.float64))
+
+
+def test_params_objective_holds_tracks_in_place_changes():
+    p = torch.nn.Parameter(torch.arange(4.0, dtype=torch.float64))
+    obj = ParamsObjective([p], lambda: (p ** 2).sum())
+    x = torch.ones(4, dtype=torch.float64)
+    assert not obj.holds(x)
+    obj.value(x)
+    assert obj.holds(x)
+    assert not obj.holds(x.clone())  # equal values, but not provably the written vector
+    with torch.no_grad():
+        p.add_(1.0)
+    assert not obj.holds(x)
+    obj.set(x)
+    assert obj.holds(x)
+    x.mul_(2.0)
+    assert not obj.holds(x)
+
+
+def test_evaluation_cache_drops_an_entry_modified_in_place():
+    from mldd.solvers.base import EvaluationCache
+
+    cache = EvaluationCache()
+    x = torch.ones(3, dtype=torch.float64)
+    g = torch.zeros(3, dtype=torch.float64)
+    cache.put(x, 1.0, g)
+    assert cache.get(x) == (1.0, g)
+    assert cache.get(x.clone()) == (1.0, g)
+    x.add_(1.0)
+    assert cache.get(x) is None
+    assert cache.get(torch.full((3,), 2.0, dtype=torch.float64)) is None

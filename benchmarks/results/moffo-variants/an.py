@@ -16,10 +16,12 @@ dirs = sorted(glob.glob(f"{here}/../moffo/runs/{P}/*")) + sorted(glob.glob(f"{he
 for d in dirs:
     accs, fin, ge = [], [], []
     for s in sorted(glob.glob(d + "/seed*/summary.json")):
-        rows = list(csv.DictReader(open(os.path.dirname(s) + "/metrics.csv")))
+        with open(os.path.dirname(s) + "/metrics.csv") as fh:
+            rows = list(csv.DictReader(fh))
         ok = [r for r in rows if int(r["grad_evals"]) <= E]
         accs.append(float(ok[-1]["accuracy"]))
-        sm = json.load(open(s))
+        with open(s) as fh:
+            sm = json.load(fh)
         fin.append(sm["final_metric"])
         ge.append(sm["grad_evals"])
     if accs:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["cholesky", "eigh", "eigvalsh", "inv", "svd"]
+__all__ = ["cholesky", "eigh", "eigvalsh", "inv", "inv_lower", "svd", "sym_inv_eig"]
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -23,6 +23,26 @@ def _t(a: np.ndarray) -> torch.Tensor:
 def inv(a: np.ndarray) -> np.ndarray:
     """``a⁻¹``."""
     return torch.linalg.inv(_t(a)).numpy()
+
+
+def inv_lower(a: np.ndarray) -> np.ndarray:
+    """``a⁻¹`` for a lower-triangular ``a`` by triangular substitution (a tenth of the cost of a
+    general inverse at ``k = 5``: no LU, no pivoting)."""
+    t = _t(a)
+    eye = torch.eye(t.shape[0], dtype=torch.float64)
+    return torch.linalg.solve_triangular(t, eye, upper=False).numpy()
+
+
+def sym_inv_eig(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(λ, a⁻¹)`` of the symmetric ``a`` from one eigendecomposition ``a = V diag(λ) Vᵀ``:
+    ``a⁻¹ = V diag(1/λ) Vᵀ``. For callers that test the spectrum before inverting (one LAPACK
+    call instead of two); ``a⁻¹`` holds Inf/NaN when some ``λ = 0``, so test ``λ`` first.
+    """
+    lam, v = torch.linalg.eigh(_t(a))
+    lam_np, v_np = lam.numpy(), v.numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = (v_np / lam_np) @ v_np.T
+    return lam_np, 0.5 * (inv + inv.T)
 
 
 def eigvalsh(a: np.ndarray) -> np.ndarray:

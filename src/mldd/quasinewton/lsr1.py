@@ -182,9 +182,11 @@ class LSR1Memory:
             L = np.tril(SY, -1)
             M = L + L.T + np.diag(np.diag(SY)) - self._gamma * self._SS
             if np.isfinite(M).all():
-                mu = np.abs(small.eigvalsh(M))
+                # One eigendecomposition gives both the conditioning test and M⁻¹.
+                lam, Minv = small.sym_inv_eig(M)
+                mu = np.abs(lam)
                 if mu.min() > self._rcond_tol() * mu.max():
-                    self._Minv = small.inv(M)
+                    self._Minv = Minv
                     return
             self._drop_oldest()
         self._Minv = None

@@ -39,21 +39,31 @@ class EvaluationCache:
         self.x: Tensor | None = None
         self.f: float | None = None
         self.g: Tensor | None = None
+        self._x_version = 0
 
     def get(self, x: Tensor) -> tuple[float, Tensor] | None:
         """The cached ``(f, g)`` if they were computed at exactly ``x``."""
         if self.x is None or self.f is None or self.g is None:
             return None
-        if self.x.shape != x.shape or not torch.equal(self.x, x):
+        if self.x._version != self._x_version:  # modified in place since put(): unusable
+            self.clear()
+            return None
+        if self.x is not x and (self.x.shape != x.shape or not torch.equal(self.x, x)):
             return None
         return self.f, self.g
 
     def put(self, x: Tensor, f: float, g: Tensor | None) -> None:
-        """Remember ``(f, g)`` at ``x`` (``g=None`` clears the cache)."""
+        """Remember ``(f, g)`` at ``x`` (``g=None`` clears the cache).
+
+        ``x`` is kept by reference, not copied (a pass over ``n`` per iteration saved): solvers
+        never modify their iterates in place, and if anything does, the version counter
+        recorded here invalidates the entry.
+        """
         if g is None:
             self.clear()
             return
-        self.x, self.f, self.g = x.clone(), f, g
+        self.x, self.f, self.g = x, f, g
+        self._x_version = x._version
 
     def clear(self) -> None:
         """Forget the cached evaluation."""
@@ -72,6 +82,7 @@ class EvaluationCache:
         self.x = None if d["x"] is None else d["x"].clone()
         self.f = None if d["f"] is None else float(d["f"])
         self.g = None if d["g"] is None else d["g"].clone()
+        self._x_version = 0 if self.x is None else self.x._version
 
 
 def evaluate_at(objective: Objective, cache: EvaluationCache, x: Tensor,

@@ -153,10 +153,16 @@ class LBFGSSolver:
         if self.fresh_direction:
             t0 = cfg.lr * min(1.0, 1.0 / float(g.abs().sum()))
 
+        evaluated: dict[float, Tensor] = {}
+
         def along(t: float) -> tuple[float, Tensor]:
-            # One fused op; the accepted point below is formed by the same call, so it is
-            # bit-identical to the evaluated one and the cache hits at the next iteration.
-            fv, gv = objective.value_and_grad(torch.add(x, d, alpha=t))
+            # One fused op; the accepted point below is formed by the same call (or is this very
+            # tensor), so it is bit-identical to the evaluated one and the cache hits at the next
+            # iteration.
+            xt = torch.add(x, d, alpha=t)
+            evaluated.clear()  # keep only the newest: the parameters hold it
+            evaluated[t] = xt
+            fv, gv = objective.value_and_grad(xt)
             return float(fv), gv
 
         if cfg.line_search == "strong_wolfe":
@@ -176,7 +182,11 @@ class LBFGSSolver:
                                 f"line search failed from steepest descent ({ls.reason})")
 
         s = ls.t * d
-        x_new = torch.add(x, d, alpha=ls.t)
+        # The evaluated tensor itself when the search ended on its last trial: the shell then
+        # sees that the parameters already hold it and skips writing it back.
+        x_new = evaluated.get(ls.t)
+        if x_new is None:
+            x_new = torch.add(x, d, alpha=ls.t)
         self.memory.update(s, ls.g - g)
         self.fresh_direction = False
         self.cache.put(x_new, ls.f, ls.g)

@@ -108,8 +108,11 @@ def _gram(rows: Tensor) -> np.ndarray:
     return to_numpy64(rows @ rows.T)
 
 
+_SVD = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 def _cholqr2(rows: Tensor, G1: np.ndarray
-             ) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray, bool] | None:
+             ) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray, _SVD | None] | None:
     """CholeskyQR(2) of ``A = rowsᵀ`` (``n×m``): ``A = Q1 L2⁻ᵀ · (L2ᵀ L1ᵀ)``, ``Q1 = rowsᵀ L1⁻ᵀ``.
 
     One or two ``m×m`` Gram matrices instead of a Householder QR of an ``n×m`` copy (several
@@ -124,10 +127,11 @@ def _cholqr2(rows: Tensor, G1: np.ndarray
         G1: ``rows rowsᵀ`` (the L-SR1 memory keeps ΨᵀΨ current: no pass over the rows here).
 
     Returns:
-        ``(Q rows (m×n), F (m×m), R (m×m), G, one_pass)`` with ``A = Qᵀ F R``, ``Qᵀ F``
+        ``(Q rows (m×n), F (m×m), R (m×m), G, svd_R)`` with ``A = Qᵀ F R``, ``Qᵀ F``
         orthonormal and ``G`` the Gram matrix of the returned rows — ``(rows, L1⁻ᵀ, L1ᵀ, G1,
-        True)`` or ``(Q1, L2⁻ᵀ, L2ᵀL1ᵀ, G2, False)`` (small ones float64 NumPy) — or ``None``
-        when ``A`` is too ill-conditioned (or rank deficient).
+        svd(L1ᵀ))`` (one pass; the SVD ``(U, σ, Vᵀ)`` of ``R`` was needed for the conditioning
+        test anyway, ``κ(G1) = (σ_max/σ_min)²``) or ``(Q1, L2⁻ᵀ, L2ᵀL1ᵀ, G2, None)`` (small
+        ones float64 NumPy) — or ``None`` when ``A`` is too ill-conditioned (or rank deficient).
     """
     if not np.isfinite(G1).all():
         return None
@@ -135,10 +139,11 @@ def _cholqr2(rows: Tensor, G1: np.ndarray
     if L1 is None:
         return None
     eps = torch.finfo(rows.dtype).eps
-    ev = small.eigvalsh(G1)
-    L1inv = small.inv(L1)
-    if ev[0] > 0 and ev[-1] / ev[0] * eps <= math.sqrt(eps):
-        return rows, L1inv.T, L1.T, G1, True
+    svd_R = small.svd(L1.T)
+    sig = svd_R[1]
+    L1inv = small.inv_lower(L1)
+    if sig[-1] > 0 and (sig[0] / sig[-1]) ** 2 * eps <= math.sqrt(eps):
+        return rows, L1inv.T, L1.T, G1, svd_R
     Q1 = torch.from_numpy(L1inv).to(dtype=rows.dtype, device=rows.device) @ rows
     G2 = _gram(Q1)
     err = float(np.abs(G2 - np.eye(G2.shape[0])).max())
@@ -147,7 +152,7 @@ def _cholqr2(rows: Tensor, G1: np.ndarray
     L2 = small.cholesky(G2)
     if L2 is None:
         return None
-    return Q1, small.inv(L2).T, L2.T @ L1.T, G2, False
+    return Q1, small.inv_lower(L2).T, L2.T @ L1.T, G2, None
 
 
 def _spectral(memory: LSR1Memory) -> _Spectral:
@@ -164,15 +169,22 @@ def _spectral(memory: LSR1Memory) -> _Spectral:
         chol = _cholqr2(rows, G1)
         one_pass = False
         L2invT: np.ndarray | None = None
+        svd_R: _SVD | None = None
         if chol is not None:
-            Q, L2invT, R, G, one_pass = chol
+            Q, L2invT, R, G, svd_R = chol
+            one_pass = svd_R is not None
             R0 = R[:, cols]
         else:
             Q0, R0t = torch.linalg.qr(rows.T, mode="reduced")
             Q = Q0.T
             G = np.eye(Q.shape[0])
             R0 = to_numpy64(R0t)[:, cols]
-        U0, sig, Vh = small.svd(R0)
+        if svd_R is not None:
+            # R = U Σ Vᵀ, so R[:, cols] = U Σ (Vᵀ[:, cols]): permuted columns of an orthogonal
+            # matrix are orthogonal, so this is R0's SVD without another factorization.
+            U0, sig, Vh = svd_R[0], svd_R[1], svd_R[2][:, cols]
+        else:
+            U0, sig, Vh = small.svd(R0)
         k = len(cols)
         tol = 10.0 * k * torch.finfo(rows.dtype).eps * float(sig[0]) if sig.size else 0.0
         r = int((sig > tol).sum()) if sig.size and float(sig[0]) > 0 else 0
