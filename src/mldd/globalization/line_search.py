@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from mldd.linalg.flat import max_abs
+
 Evaluate = Callable[[float], tuple[float, Tensor]]
 
 
@@ -125,7 +127,6 @@ def strong_wolfe(
         raise ValueError(f"line search needs a descent direction (g·d < 0), got g·d = {dphi0}")
     if not t_init > 0.0:
         raise ValueError(f"initial step must be positive, got {t_init}")
-    dmax = float(d.abs().max()) if d.numel() else 0.0
     n_evals = 0
 
     def probe(t: float) -> _Point:
@@ -175,7 +176,9 @@ def strong_wolfe(
         prev, t = cur, t_new
 
     # Zoom phase [NW06, Alg. 3.6]: invariant: lo has the lowest loss among points with
-    # sufficient decrease, and hi lies on the other side of a minimiser.
+    # sufficient decrease, and hi lies on the other side of a minimiser. max|d| scales the
+    # bracket test; most searches end in the bracketing phase, so it is computed only here.
+    dmax = max_abs(d)
     while n_evals < max_evals:
         width = abs(hi.t - lo.t)
         if width * dmax < tolerance_change:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from mldd.globalization.line_search import LineSearchResult, strong_wolfe
-from mldd.linalg.flat import all_finite, max_abs
+from mldd.linalg.flat import max_abs
 from mldd.objective import EvalCounters, Objective
 from mldd.quasinewton import LBFGSMemory
 from mldd.solvers.base import (
@@ -143,12 +143,14 @@ class LBFGSSolver:
 
         d = -self.memory.apply_inverse(g) if len(self.memory) else -g
         dphi0 = float(g @ d)
-        if not dphi0 < 0.0 or not all_finite(d):
+        d_max = max_abs(d)  # NaN/Inf propagate: also the finiteness test of d
+        if not dphi0 < 0.0 or not math.isfinite(d_max):
             # A corrupted memory (rounding) can produce an ascent direction: fall back to −g.
             self.memory.reset()
             self.fresh_direction = True
             d = -g
             dphi0 = float(g @ d)
+            d_max = g_max
         t0 = cfg.lr
         if self.fresh_direction:
             t0 = cfg.lr * min(1.0, 1.0 / float(g.abs().sum()))
@@ -192,7 +194,9 @@ class LBFGSSolver:
         self.cache.put(x_new, ls.f, ls.g)
         info.update(loss=ls.f, accepted=True, step_length=ls.t)
         reason = None
-        if float(s.abs().max()) <= cfg.tolerance_change:
+        # max|s| = t·max|d| (exact in float64, where rounding is monotone; within float32 rounding
+        # otherwise), without another pass over s.
+        if ls.t * d_max <= cfg.tolerance_change:
             reason = f"step max-norm <= tolerance_change={cfg.tolerance_change:g}"
         elif abs(ls.f - f) < cfg.tolerance_change:
             reason = f"loss change < tolerance_change={cfg.tolerance_change:g}"
