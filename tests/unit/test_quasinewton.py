@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -255,7 +257,8 @@ def test_lsr1_psi_gram_is_psi_t_psi_and_round_trips_bit_exact(rule, k):
 
 def test_lbfgs_lazy_gram_matches_a_restored_memory_bitwise():
     # Gram entries are computed at the first matvec after updates; a memory restored from a
-    # checkpoint computes them all at once and must give the same bits.
+    # checkpoint (which holds the Gram matrices and the rows still pending) must give the same
+    # bits.
     gen = torch.Generator().manual_seed(11)
     A = _spd(12, gen)
     mem = LBFGSMemory(history=4)
@@ -270,6 +273,44 @@ def test_lbfgs_lazy_gram_matches_a_restored_memory_bitwise():
         assert torch.equal(other.matvec(v), mem.matvec(v))
     H = _dense(mem.apply_inverse, 12)  # the two-loop recursion never uses the Gram matrices
     torch.testing.assert_close(H @ mem.matvec(v), v, rtol=1e-9, atol=1e-9)
+
+
+def test_lbfgs_span_operator_fuses_g_and_restores_bitwise():
+    # span_operator computes [S; Y] g in the same product as the newest pair's Gram entries; a
+    # memory restored mid-run makes the same products, and an old checkpoint without the Gram
+    # matrices still loads (recomputing them).
+    gen = torch.Generator().manual_seed(5)
+    A = _spd(12, gen)
+    mem = LBFGSMemory(history=4)
+    for i in range(7):
+        s = torch.randn(12, generator=gen, dtype=DT)
+        assert mem.update(s, A @ s)
+        g = torch.randn(12, generator=gen, dtype=DT)
+        restored = LBFGSMemory()
+        restored.load_state_dict(mem.state_dict())
+        G, apply = mem.span_operator(g)
+        G2, apply2 = restored.span_operator(g)
+        z = np.arange(1.0, G.shape[0] + 1)
+        assert np.array_equal(G, G2) and np.array_equal(apply(z), apply2(z))
+        # First row of VᵀV: gᵀg, (Sᵀg)ᵀ, (Yᵀg)ᵀ, against plain products.
+        S, Y = (torch.stack(p) for p in mem.pairs())
+        ref = torch.cat([(g @ g).reshape(1), S @ g, Y @ g]).numpy()
+        np.testing.assert_allclose(G[0], ref, rtol=1e-12, atol=1e-12)
+        if i == 3:
+            old = {k: v for k, v in mem.state_dict().items() if k != "gram"}
+            legacy = LBFGSMemory()
+            legacy.load_state_dict(old)
+            buf = io.BytesIO()
+            torch.save(mem.state_dict(), buf)
+            buf.seek(0)
+            via_file = LBFGSMemory()
+            via_file.load_state_dict(torch.load(buf, weights_only=True))
+            np.testing.assert_allclose(via_file.span_operator(g)[0], G, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(legacy.span_operator(g)[0], G, rtol=1e-12, atol=1e-12)
+    bad = mem.state_dict()
+    bad["gram"] = {**bad["gram"], "SS": torch.zeros(3, 3, dtype=DT)}
+    with pytest.raises(ValueError, match="Gram matrices or pending rows"):
+        LBFGSMemory().load_state_dict(bad)
 
 
 def test_lbfgs_pairs_must_match_the_stored_ones_until_reset():

@@ -234,23 +234,33 @@ class LBFGSMemory:
             q.add_(both[i][0], alpha=alpha[i] - beta)
         return q
 
-    def _update_gram(self) -> None:
-        """Gram entries of the pending rows against every older row.
+    def _update_gram(self, g: Tensor | None = None) -> np.ndarray | None:
+        """Gram entries of the pending rows against every older row; with ``g``, also
+        ``[S; Y] g`` (all buffer rows), returned.
 
-        Entry ``(i, j)`` always comes from the products with the newer pair's vectors, the same
-        arithmetic whether pairs are processed one at a time or all at once (a restored
-        checkpoint), so resumed runs stay bit-identical.
+        Entry ``(i, j)`` always comes from the products with the newer pair's vectors. Each
+        pending row takes one product with two columns ``[s_j, y_j]``: it reads the buffer once,
+        where two matrix-vector products read it twice (6 against 9 ms at 50 pairs × 98k
+        float64). With ``g`` the newest pending row's product takes ``g`` as a third column, so
+        a trust-region iteration (one new pair, then ``[S; Y] g``) reads the buffer once instead
+        of twice. Checkpoints hold the Gram matrices and the pending rows, so a resumed run makes
+        the same products and stays bit-identical.
         """
-        if not self._gram_pending:
-            return
-        assert self._buf is not None
+        assert self._buf is not None or not self._gram_pending
         h = self.history
-        for j in self._gram_pending:
+        w: np.ndarray | None = None
+        for n, j in enumerate(self._gram_pending):
             older = self._slots[: self._slots.index(j) + 1]
             # [S; Y] s_j gives s_iᵀs_j and y_iᵀs_j (= SY[j, i]); [S; Y] y_j gives s_iᵀy_j and
             # y_iᵀy_j.
-            col_s = _to_numpy(self._buf @ self._buf[j])
-            col_y = _to_numpy(self._buf @ self._buf[h + j])
+            assert self._buf is not None
+            if g is not None and n == len(self._gram_pending) - 1:
+                rhs = torch.stack([self._buf[j], self._buf[h + j], g.detach()], dim=1)
+                cols = _to_numpy(self._buf @ rhs)
+                w = cols[:, 2]
+            else:
+                cols = _to_numpy(self._buf @ self._buf[[j, h + j]].T)
+            col_s, col_y = cols[:, 0], cols[:, 1]
             older_y = [h + i for i in older]
             self._SS[older, j] = col_s[older]
             self._SS[j, older] = col_s[older]
@@ -259,6 +269,10 @@ class LBFGSMemory:
             self._YY[older, j] = col_y[older_y]
             self._YY[j, older] = col_y[older_y]
         self._gram_pending.clear()
+        if g is not None and w is None:
+            assert self._buf is not None
+            w = _to_numpy(self._buf @ g.detach())
+        return w
 
     def _middle_inverse(self) -> np.ndarray:
         if self._Kinv is None:
@@ -320,10 +334,11 @@ class LBFGSMemory:
         self._to_buffer()
         if not self._slots or self._buf is None:
             raise ValueError("span_operator needs a non-empty memory")
-        Kinv = self._middle_inverse()  # also brings the Gram matrices up to date
+        w = self._update_gram(g)  # [S; Y] g, in the same pass as the newest pair's Gram entries
+        assert w is not None
+        Kinv = self._middle_inverse()
         h, k = self.history, len(self._slots)
         slots = self._slots
-        w = _to_numpy(self._buf @ g.detach())
         idx = np.ix_(slots, slots)
         gS, gY = w[slots], w[[h + j for j in slots]]
         G = np.empty((2 * k + 1, 2 * k + 1))
@@ -372,6 +387,13 @@ class LBFGSMemory:
             # in the products.
             "layout": "buffer" if self._buffered else "list",
             "slots": list(self._slots),
+            # The Gram matrices as computed so far and the rows not yet multiplied: restoring
+            # them (instead of recomputing) keeps every later product the same.
+            # (Tensors, so that torch.load(weights_only=True) accepts the checkpoint.)
+            "gram": {"SS": torch.from_numpy(self._SS.copy()),
+                     "SY": torch.from_numpy(self._SY.copy()),
+                     "YY": torch.from_numpy(self._YY.copy()),
+                     "pending": list(self._gram_pending)},
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
@@ -400,6 +422,17 @@ class LBFGSMemory:
                                                                    for j in slots):
                 raise ValueError(f"invalid L-BFGS buffer slots {slots} for history {history}")
             self._store(slots, s_list, y_list)
+            gram = d.get("gram")
+            if gram is not None:
+                shape = (history, history)
+                arrays = [_to_numpy(torch.as_tensor(gram[key])).copy()
+                          for key in ("SS", "SY", "YY")]
+                pending = [int(j) for j in gram["pending"]]
+                if any(a.shape != shape for a in arrays) or not set(pending) <= set(slots):
+                    raise ValueError("inconsistent L-BFGS state: Gram matrices or pending rows "
+                                     f"do not fit history {history} and slots {slots}")
+                self._SS, self._SY, self._YY = arrays
+                self._gram_pending = [j for j in slots if j in pending]
         else:
             self._s_list = [t.clone() for t in s_list]
             self._y_list = [t.clone() for t in y_list]
