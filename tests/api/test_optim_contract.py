@@ -37,6 +37,13 @@ def _closure(opt, model, X, y):
     return closure
 
 
+def _built(name):
+    """``(model, X, y, opt, closure)``: the optimizer ``name`` on the default problem."""
+    model, X, y = _setup()
+    opt = OPTIMIZERS[name](model.parameters())
+    return model, X, y, opt, _closure(opt, model, X, y)
+
+
 def _flat(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
@@ -62,9 +69,7 @@ def test_is_torch_optimizer_and_step_returns_loss(name):
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_state_dict_resume_is_bit_identical(name):
-    model, X, y = _setup()
-    opt = OPTIMIZERS[name](model.parameters())
-    closure = _closure(opt, model, X, y)
+    model, X, y, opt, closure = _built(name)
     for _ in range(7):
         opt.step(closure)
     saved_model = copy.deepcopy(model.state_dict())
@@ -252,9 +257,7 @@ def test_parameters_hold_the_reported_iterate_after_every_step(name):
     # The shell skips the write-back when the last evaluation left the new iterate in place;
     # whichever branch a step takes (accepted, rejected, zoomed line search), the parameters must
     # end up holding the point whose loss the step reports.
-    model, X, y = _setup()
-    opt = OPTIMIZERS[name](model.parameters())
-    closure = _closure(opt, model, X, y)
+    model, X, y, opt, closure = _built(name)
     for _ in range(15):
         opt.step(closure)
         with torch.no_grad():
@@ -267,9 +270,7 @@ def test_parameters_hold_the_reported_iterate_after_every_step(name):
 def test_parameters_changed_between_steps_are_respected(name, how):
     # A user edit of the parameters between steps (in place: the cached evaluation and the
     # skipped write-back must both notice) must be where the next step starts from.
-    model, X, y = _setup()
-    opt = OPTIMIZERS[name](model.parameters())
-    closure = _closure(opt, model, X, y)
+    model, X, y, opt, closure = _built(name)
     for _ in range(5):
         opt.step(closure)
     target = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
@@ -294,9 +295,7 @@ def test_accepted_last_trial_is_not_written_back(name, monkeypatch):
     writes = []
     real = base.vector_to_params
     monkeypatch.setattr(base, "vector_to_params", lambda x, ps: (writes.append(1), real(x, ps)))
-    model, X, y = _setup()
-    opt = OPTIMIZERS[name](model.parameters())
-    closure = _closure(opt, model, X, y)
+    *_, opt, closure = _built(name)
     accepted_last = 0
     for _ in range(20):
         opt.step(closure)

@@ -103,9 +103,10 @@ def max_abs(v: Tensor) -> float:
 def to_numpy64(t: Tensor) -> np.ndarray:
     """A float64 NumPy array of ``t``'s values, on the CPU.
 
-    For the small dense algebra of quasi-Newton memories and subproblem solvers: a LAPACK call on
-    a ``k×k`` matrix costs a few µs in NumPy against tens of µs through torch's dispatcher, a fixed
-    cost paid at every iteration. The array shares memory with ``t`` when ``t`` is a float64 CPU
+    For the small dense algebra of quasi-Newton memories and subproblem solvers: indexing and
+    products on ``k×k`` arrays cost microseconds in NumPy against tens of µs through torch's
+    dispatcher, a fixed cost paid at every iteration (factorizations go back through torch:
+    :mod:`mldd.linalg.small`). The array shares memory with ``t`` when ``t`` is a float64 CPU
     tensor, so pass a fresh result (a product), not state that is modified later.
     """
     return t.detach().to(device="cpu", dtype=torch.float64).numpy()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["cholesky", "eigh", "eigvalsh", "inv", "inv_lower", "svd", "sym_inv_eig"]
+__all__ = ["cholesky", "eigh", "inv", "inv_lower", "svd", "sym_inv_eig"]
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -38,16 +38,10 @@ def sym_inv_eig(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``a⁻¹ = V diag(1/λ) Vᵀ``. For callers that test the spectrum before inverting (one LAPACK
     call instead of two); ``a⁻¹`` holds Inf/NaN when some ``λ = 0``, so test ``λ`` first.
     """
-    lam, v = torch.linalg.eigh(_t(a))
-    lam_np, v_np = lam.numpy(), v.numpy()
+    lam_np, v_np = eigh(a)
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = (v_np / lam_np) @ v_np.T
     return lam_np, 0.5 * (inv + inv.T)
-
-
-def eigvalsh(a: np.ndarray) -> np.ndarray:
-    """Eigenvalues of the symmetric ``a``, ascending."""
-    return torch.linalg.eigvalsh(_t(a)).numpy()
 
 
 def eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -246,20 +246,21 @@ class LBFGSMemory:
         of twice. Checkpoints hold the Gram matrices and the pending rows, so a resumed run makes
         the same products and stays bit-identical.
         """
-        assert self._buf is not None or not self._gram_pending
+        buf = self._buf
+        if buf is None:
+            assert not self._gram_pending and g is None
+            return None
         h = self.history
         w: np.ndarray | None = None
         for n, j in enumerate(self._gram_pending):
             older = self._slots[: self._slots.index(j) + 1]
             # [S; Y] s_j gives s_iᵀs_j and y_iᵀs_j (= SY[j, i]); [S; Y] y_j gives s_iᵀy_j and
             # y_iᵀy_j.
-            assert self._buf is not None
             if g is not None and n == len(self._gram_pending) - 1:
-                rhs = torch.stack([self._buf[j], self._buf[h + j], g.detach()], dim=1)
-                cols = _to_numpy(self._buf @ rhs)
+                cols = _to_numpy(buf @ torch.stack([buf[j], buf[h + j], g.detach()], dim=1))
                 w = cols[:, 2]
             else:
-                cols = _to_numpy(self._buf @ self._buf[[j, h + j]].T)
+                cols = _to_numpy(buf @ buf[[j, h + j]].T)
             col_s, col_y = cols[:, 0], cols[:, 1]
             older_y = [h + i for i in older]
             self._SS[older, j] = col_s[older]
@@ -270,8 +271,7 @@ class LBFGSMemory:
             self._YY[j, older] = col_y[older_y]
         self._gram_pending.clear()
         if g is not None and w is None:
-            assert self._buf is not None
-            w = _to_numpy(self._buf @ g.detach())
+            w = _to_numpy(buf @ g.detach())
         return w
 
     def _middle_inverse(self) -> np.ndarray:
