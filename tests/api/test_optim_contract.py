@@ -5,6 +5,10 @@ import math
 
 import pytest
 import torch
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 import mldd.optim
 from mldd.objective import ClosureError
@@ -120,6 +124,41 @@ def test_step_hooks_fire(name):
     opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
     opt.step(_closure(opt, model, X, y))
     assert calls == ["pre", "post"]
+
+
+def test_step_hooks_global_and_argument_replacement_and_profiler_range():
+    # mldd's own step wrapper keeps torch's contract: global hooks fire, a pre-hook may replace
+    # the arguments, a bad pre-hook result is an error, and a profiler sees the step's range.
+    model, X, y = _setup()
+    opt = OPTIMIZERS["lbfgs"](model.parameters())
+    closure = _closure(opt, model, X, y)
+    seen = []
+    handles = [register_optimizer_step_pre_hook(
+                   lambda o, a, k: seen.append(("global-pre", type(o).__name__))),
+               register_optimizer_step_post_hook(
+                   lambda o, a, k: seen.append(("global-post", type(o).__name__)))]
+    replaced = []
+
+    def swap(o, args, kwargs):
+        def counting():
+            replaced.append(1)
+            return closure()
+        return (counting,), kwargs
+
+    local = opt.register_step_pre_hook(swap)
+    try:
+        opt.step()  # no closure given: the pre-hook supplies one
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            opt.step()
+    finally:
+        for h in handles:
+            h.remove()
+    assert replaced and seen[0] == ("global-pre", "LBFGS") and seen[-1] == ("global-post", "LBFGS")
+    assert any(e.name == "Optimizer.step#LBFGS.step" for e in prof.events())
+    local.remove()
+    opt.register_step_pre_hook(lambda o, a, k: "not a tuple")
+    with pytest.raises(RuntimeError, match="must return None or a tuple"):
+        opt.step(closure)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -20,7 +20,20 @@ def test_bench_core_quick_cli(tmp_path):
     assert main(["-q", "bench", "core", "--quick", "--threads", "1", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "Optimizer overhead" in report and "torch.optim.LBFGS" in report
+    assert "torch's, paired" in report
     data = json.loads((out / "results.json").read_text())
     assert {r["method"] for r in data["overhead"]} == {
         "TrustRegion(hessian='lsr1')", "mldd LBFGS", "torch.optim.LBFGS"}
     assert all(r["grad_evals"] > 0 for r in data["convergence"])
+
+
+def test_interleaving_in_chunks_changes_no_iterate_and_no_count():
+    # torch's LBFGS advanced 3 iterations per step makes the same iterates as one long step,
+    # and the re-evaluation at the start of each step is left out of the count.
+    short = compare_lbfgs("rosenbrock", _rosenbrock_case(100), memory=10, tol=1e-6,
+                          max_iter=2000, repeats=1, chunk=3)
+    long = compare_lbfgs("rosenbrock", _rosenbrock_case(100), memory=10, tol=1e-6,
+                         max_iter=2000, repeats=1, chunk=5000)
+    for a, b in zip(short, long, strict=True):
+        assert (a.method, a.iterations, a.grad_evals, a.final_loss) == (
+            b.method, b.iterations, b.grad_evals, b.final_loss)

@@ -10,6 +10,8 @@ cached evaluation, counters), so a resumed run continues bit-identically.
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -17,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim import optimizer as _torch_optimizer
 
 from mldd.linalg.flat import params_to_vector, vector_to_params
 from mldd.objective import ClosureError, EvalCounters, ParamsObjective
@@ -35,6 +38,47 @@ class Solver(Protocol):
 
 
 _STATE_KEY = "solver"
+
+
+def _hooked_step(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` with torch's step hooks, opening a profiler range only while a profiler runs.
+
+    The same contract as ``torch.optim.Optimizer.profile_hook_step`` (global and per-optimizer
+    pre-hooks, which may replace the arguments, then the step, then the post-hooks), minus
+    torch's unconditional ``record_function``: that costs about 9 µs per call, which torch pays
+    once per ``LBFGS.step`` (a whole solve) and mldd once per iteration — on extended Rosenbrock
+    (n = 1000, ~0.8 ms per iteration) a quarter of the gap to torch's per-iteration time.
+    """
+
+    @functools.wraps(func)
+    def wrapper(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        if torch._C._autograd._profiler_enabled():
+            with torch.autograd.profiler.record_function(
+                    f"Optimizer.step#{type(self).__name__}.step"):
+                return _run_step_hooks(func, self, args, kwargs)
+        return _run_step_hooks(func, self, args, kwargs)
+
+    wrapper.hooked = True  # type: ignore[attr-defined]  # torch's marker: do not wrap again
+    return wrapper
+
+
+def _run_step_hooks(func: Callable[..., Any], opt: Optimizer, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+    for pre_hook in itertools.chain(_torch_optimizer._global_optimizer_pre_hooks.values(),
+                                    opt._optimizer_step_pre_hooks.values()):
+        res = pre_hook(opt, args, kwargs)
+        if res is not None:
+            if isinstance(res, tuple) and len(res) == 2:
+                args, kwargs = res
+            else:
+                raise RuntimeError(f"{func} must return None or a tuple of (new_args, "
+                                   f"new_kwargs), but got {res}.")
+    out = func(opt, *args, **kwargs)
+    opt._optimizer_step_code()
+    for post_hook in itertools.chain(opt._optimizer_step_post_hooks.values(),
+                                     _torch_optimizer._global_optimizer_post_hooks.values()):
+        post_hook(opt, args, kwargs)
+    return out
 
 
 class FlatOptimizer(Optimizer, ABC):
@@ -73,6 +117,14 @@ class FlatOptimizer(Optimizer, ABC):
 
     def _hyper(self) -> dict[str, Any]:
         return {k: self.param_groups[0][k] for k in self._hyper_keys}
+
+    def _patch_step_function(self) -> None:
+        # Called by torch's Optimizer.__init__: wrap the class's `step` once, as torch does,
+        # but with the lighter wrapper above (one step is one iteration here, not one solve).
+        self._zero_grad_profile_name = f"Optimizer.zero_grad#{type(self).__name__}.zero_grad"
+        cls = type(self)
+        if not getattr(cls.step, "hooked", None):
+            cls.step = _hooked_step(cls.step)  # type: ignore[method-assign]
 
     @abstractmethod
     def _build_solver(self, hyper: dict[str, Any]) -> Solver:

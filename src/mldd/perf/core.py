@@ -51,6 +51,7 @@ class RunResult:
     converged: bool
     time_min_s: float = math.nan
     time_max_s: float = math.nan
+    repeat_times_s: tuple[float, ...] = ()
 
     @property
     def ms_per_iter(self) -> float:
@@ -59,16 +60,24 @@ class RunResult:
 
 
 class _Counted:
-    """A closure wrapper that counts calls and the time spent inside them."""
+    """A closure wrapper that counts calls and the time spent inside them.
+
+    ``skip_next`` excludes the next call from both (see :func:`_advance_torch`).
+    """
 
     def __init__(self, fn: Callable[[], Tensor]) -> None:
         self.fn, self.calls, self.time = fn, 0, 0.0
+        self.skip_next, self.skipped_time = False, 0.0
 
     def __call__(self) -> Tensor:
         t0 = time.perf_counter()
         out = self.fn()
-        self.time += time.perf_counter() - t0
-        self.calls += 1
+        dt = time.perf_counter() - t0
+        if self.skip_next:
+            self.skip_next, self.skipped_time = False, self.skipped_time + dt
+        else:
+            self.time += dt
+            self.calls += 1
         return out
 
 
@@ -79,32 +88,63 @@ def _grad_max(params: Sequence[Tensor], loss_fn: Callable[[], Tensor]) -> tuple[
     return float(loss.detach()), max(float(g.abs().max()) for g in grads)
 
 
-def _run_mldd(opt: FlatOptimizer, closure: _Counted, max_iter: int) -> int:
-    for it in range(1, max_iter + 1):
-        opt.step(closure)
-        if opt.converged:
-            return it
-    return max_iter
+@dataclass
+class _Solve:
+    """One optimizer's solve, advanced a few iterations per turn."""
+
+    method: str
+    params: list[nn.Parameter]
+    loss_fn: Callable[[], Tensor]
+    opt: torch.optim.Optimizer
+    closure: _Counted
+    iterations: int = 0
+    time_s: float = 0.0
+    done: bool = False
 
 
-def _run_torch(opt: torch.optim.LBFGS, closure: _Counted, max_iter: int) -> int:
-    # One torch step runs up to max_iter iterations with its own stopping tests.
-    opt.step(closure)
-    return int(opt.state[opt.param_groups[0]["params"][0]]["n_iter"])
+def _advance_mldd(run: _Solve, chunk: int, max_iter: int) -> None:
+    opt = run.opt
+    assert isinstance(opt, FlatOptimizer)
+    for _ in range(chunk):
+        opt.step(run.closure)
+        run.iterations += 1
+        if opt.converged or run.iterations >= max_iter:
+            run.done = True
+            return
+
+
+def _advance_torch(run: _Solve, chunk: int, max_iter: int) -> None:
+    # torch's LBFGS built with max_iter=chunk runs `chunk` iterations per step and keeps its
+    # direction, step and memory in its state, so the iterates are bit-identical to one step of
+    # max_iter iterations. Each later step first re-evaluates the closure at the current point,
+    # which one long step would not do: that call is left out of the time and the count.
+    state = run.opt.state[run.params[0]]
+    before = int(state.get("n_iter", 0))
+    run.closure.skip_next = before > 0  # the first step's evaluation is the solve's own
+    skipped = run.closure.skipped_time
+    t0 = time.perf_counter()
+    run.opt.step(run.closure)  # type: ignore[arg-type]  # a Tensor-returning closure, as torch allows
+    elapsed = time.perf_counter() - t0
+    run.time_s += elapsed - (run.closure.skipped_time - skipped)
+    run.iterations = int(state["n_iter"])
+    run.done = run.iterations - before < chunk or run.iterations >= max_iter
 
 
 def compare_lbfgs(problem: str, make: Case, memory: int, tol: float, max_iter: int,
-                  repeats: int = 3) -> list[RunResult]:
+                  repeats: int = 3, chunk: int = 10) -> list[RunResult]:
     """Run mldd LBFGS and torch LBFGS from the same start to ``max|g| ≤ tol``.
 
-    The two alternate ``repeats`` times (mldd, torch, mldd, torch, …) and each reports the median
-    wall time with its range: on a machine whose speed drifts by 10–30% within a minute, one run
-    of each in turn compares the machine's minutes as much as the optimizers. Iterates are
-    deterministic, so every repeat makes the same iterations.
+    The two solves run **interleaved**: ``chunk`` iterations of one, then ``chunk`` of the
+    other, until both stop; each method's time is the sum of its own turns. On a machine whose
+    speed drifts by 10–30% within a minute, whole solves run one after the other compare the
+    machine's minutes as much as the optimizers; turns of a few milliseconds to a fraction of a
+    second see the same machine. The interleaved pair runs ``repeats`` times and each method
+    reports the median time with its range. Iterates are deterministic, so every repeat makes
+    the same iterations.
     """
     runs: dict[str, list[RunResult]] = {}
     for _ in range(repeats):
-        for r in _compare_once(problem, make, memory, tol, max_iter):
+        for r in _compare_interleaved(problem, make, memory, tol, max_iter, chunk):
             runs.setdefault(r.method, []).append(r)
     out = []
     for reps in runs.values():
@@ -112,21 +152,32 @@ def compare_lbfgs(problem: str, make: Case, memory: int, tol: float, max_iter: i
         last = reps[-1]
         out.append(RunResult(last.problem, last.method, last.iterations, last.grad_evals,
                              statistics.median(times), last.final_loss, last.final_grad_max,
-                             last.converged, min(times), max(times)))
+                             last.converged, min(times), max(times), tuple(times)))
     return out
 
 
-def _compare_once(problem: str, make: Case, memory: int, tol: float,
-                  max_iter: int) -> list[RunResult]:
-    results = []
+def paired_time_ratio(a: RunResult, b: RunResult) -> tuple[float, float, float]:
+    """Median, min and max over the repeats of ``time(a) / time(b)`` for one interleaved pair
+    of solves each (steadier than the ratio of the two medians)."""
+    ratios = [x / y for x, y in zip(a.repeat_times_s, b.repeat_times_s, strict=True)]
+    if not ratios:
+        raise ValueError("no repeats to pair: run both through compare_lbfgs")
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def _compare_interleaved(problem: str, make: Case, memory: int, tol: float, max_iter: int,
+                         chunk: int) -> list[RunResult]:
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive number of iterations, got {chunk}")
+    solves = []
     for method in ("mldd LBFGS", "torch.optim.LBFGS"):
         params, loss_fn = make()
         if method == "mldd LBFGS":
             opt: torch.optim.Optimizer = LBFGS(params, memory=memory, tolerance_grad=tol,
                                                tolerance_change=1e-14)
         else:
-            opt = torch.optim.LBFGS(params, lr=1.0, history_size=memory, max_iter=max_iter,
-                                    max_eval=max_iter * 25, tolerance_grad=tol,
+            opt = torch.optim.LBFGS(params, lr=1.0, history_size=memory, max_iter=chunk,
+                                    max_eval=chunk * 25, tolerance_grad=tol,
                                     tolerance_change=1e-14, line_search_fn="strong_wolfe")
 
         def closure(opt: torch.optim.Optimizer = opt,
@@ -136,17 +187,22 @@ def _compare_once(problem: str, make: Case, memory: int, tol: float,
             loss.backward()
             return loss
 
-        counted = _Counted(closure)
-        t0 = time.perf_counter()
-        if isinstance(opt, FlatOptimizer):
-            iters = _run_mldd(opt, counted, max_iter)
-        else:
-            assert isinstance(opt, torch.optim.LBFGS)
-            iters = _run_torch(opt, counted, max_iter)
-        elapsed = time.perf_counter() - t0
-        loss, gmax = _grad_max(params, loss_fn)
-        results.append(RunResult(problem, method, iters, counted.calls, elapsed, loss, gmax,
-                                 gmax <= tol))
+        solves.append(_Solve(method, params, loss_fn, opt, _Counted(closure)))
+    while not all(run.done for run in solves):
+        for run in solves:
+            if run.done:
+                continue
+            if isinstance(run.opt, FlatOptimizer):
+                t0 = time.perf_counter()
+                _advance_mldd(run, chunk, max_iter)
+                run.time_s += time.perf_counter() - t0
+            else:
+                _advance_torch(run, chunk, max_iter)
+    results = []
+    for run in solves:
+        loss, gmax = _grad_max(run.params, run.loss_fn)
+        results.append(RunResult(problem, run.method, run.iterations, run.closure.calls,
+                                 run.time_s, loss, gmax, gmax <= tol))
     return results
 
 
@@ -267,6 +323,14 @@ def measure_overhead(n_iter: int = 30, seed: int = 0, case: str = "classificatio
     return out
 
 
+def _per_iter_ratio(r: RunResult, ref: RunResult) -> str:
+    if r is ref:
+        return "1"
+    med, lo, hi = paired_time_ratio(r, ref)
+    scale = ref.iterations / max(r.iterations, 1)  # every repeat makes the same iterations
+    return f"{med * scale:.3f} [{lo * scale:.3f}, {hi * scale:.3f}]"
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -290,20 +354,25 @@ def run_core_benchmark(out: str | Path, threads: int = 2, quick: bool = False) -
     n_rosen = 100 if quick else 1000
     results: list[RunResult] = []
     log.info("extended Rosenbrock n=%d", n_rosen)
-    repeats = 1 if quick else 3
+    # A Rosenbrock solve takes ~50 ms, so it can be repeated often; the MLP's takes ~12 s.
+    repeats = {"rosenbrock": 1 if quick else 11, "mlp": 1 if quick else 5}
+    chunks = {"rosenbrock": 5, "mlp": 50}
     results += compare_lbfgs(f"Rosenbrock n={n_rosen}", _rosenbrock_case(n_rosen), memory=10,
-                             tol=1e-6, max_iter=20000, repeats=repeats)
+                             tol=1e-6, max_iter=20000, repeats=repeats["rosenbrock"],
+                             chunk=chunks["rosenbrock"])
     log.info("regression MLP")
     results += compare_lbfgs("regression MLP 2-32-32-1 (1000 pts)", _regression_case(), memory=10,
                              tol=1e-4 if quick else 1e-5, max_iter=300 if quick else 5000,
-                             repeats=repeats)
+                             repeats=repeats["mlp"], chunk=chunks["mlp"])
     log.info("optimizer overhead")
     overhead = measure_overhead(n_iter=5 if quick else 30)
     if not quick:
         overhead += measure_overhead(n_iter=10, case="pinn")
+    torch_runs = {r.problem: r for r in results if r.method == "torch.optim.LBFGS"}
     rows = [[r.problem, r.method, r.iterations, r.grad_evals,
              f"{r.time_s:.2f} [{r.time_min_s:.2f}, {r.time_max_s:.2f}]",
-             f"{r.ms_per_iter:.2f}", f"{r.final_loss:.3e}", f"{r.final_grad_max:.1e}",
+             f"{r.ms_per_iter:.2f}", _per_iter_ratio(r, torch_runs[r.problem]),
+             f"{r.final_loss:.3e}", f"{r.final_grad_max:.1e}",
              "yes" if r.converged else "no"] for r in results]
     orows = [[o.case, o.method, o.n_params, f"{o.ms_per_grad_eval:.2f}", f"{o.ms_per_iter:.2f}",
               f"{o.evals_per_iter:.2f}", f"{o.overhead_ms_per_iter:.3f}",
@@ -314,10 +383,17 @@ def run_core_benchmark(out: str | Path, threads: int = 2, quick: bool = False) -
         f"{platform.machine()}, threads={threads}, float64 for the convergence runs, float32 for "
         "the overhead run.",
         "## L-BFGS: iterations and time to the gradient tolerance (memory 10, strong Wolfe)",
-        f"Each method ran {repeats} time(s), alternating with the other; time is the median "
-        "[min, max] and ms/iter uses the median.",
+        "The two solves run interleaved, a few iterations of one, then of the other "
+        f"({chunks['rosenbrock']} on Rosenbrock, {chunks['mlp']} on the MLP), so that both "
+        "see the same machine; each method's time is the sum of its own turns. The "
+        f"interleaved pair ran {repeats['rosenbrock']} times on Rosenbrock and "
+        f"{repeats['mlp']} on the MLP; time is the median [min, max] and ms/iter uses the "
+        "median. \"ms/iter ÷ torch's, paired\" divides each repeat's ms/iter by torch's in "
+        "the same repeat: median [min, max]. torch's LBFGS is built with max_iter = the turn "
+        "length (bit-identical iterates); its closure call at the start of each later step "
+        "is left out of time and count.",
         _table(["problem", "method", "iterations", "grad evals", "time s", "ms/iter",
-                "final loss", "max abs(g)", "converged"], rows),
+                "ms/iter ÷ torch's, paired", "final loss", "max abs(g)", "converged"], rows),
         "## Optimizer overhead per iteration at ~100k parameters",
         "Overhead = wall time per iteration outside the closure / time of one closure call. "
         "torch's LBFGS runs with max_iter=1 (one iteration per step, like mldd's); it calls "

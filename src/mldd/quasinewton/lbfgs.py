@@ -95,6 +95,7 @@ class LBFGSMemory:
         self._YY = np.zeros((history, history))
         self._gram_pending: list[int] = []
         self._Kinv: np.ndarray | None = None  # inverse middle matrix for the current pairs
+        self._yy_newest = 1.0  # y_kᵀy_k of the newest pair, from update(): γ needs no pass
 
     # ------------------------------------------------------------------ bookkeeping
     def __len__(self) -> int:
@@ -112,8 +113,7 @@ class LBFGSMemory:
         """Initial inverse-Hessian scaling ``γ = sᵀy / yᵀy`` of the newest pair (1 when empty)."""
         if not self._rho:
             return 1.0
-        y = self._pair(-1)[1]
-        return 1.0 / (self._rho[-1] * float(torch.dot(y, y)))
+        return 1.0 / (self._rho[-1] * self._yy_newest)
 
     def pairs(self) -> tuple[list[Tensor], list[Tensor]]:
         """Copies of the stored ``(s_i)`` and ``(y_i)``, oldest first."""
@@ -157,11 +157,12 @@ class LBFGSMemory:
                 )
         sy = float(torch.dot(s, y))
         s_norm = float(torch.linalg.vector_norm(s))
-        y_norm = float(torch.linalg.vector_norm(y))
-        if not (math.isfinite(sy) and math.isfinite(s_norm) and math.isfinite(y_norm)):
+        yy = float(torch.dot(y, y))  # kept for γ, so that γ costs no pass per product
+        if not (math.isfinite(sy) and math.isfinite(s_norm) and math.isfinite(yy)):
             return False
-        if not sy > self.curvature_eps * s_norm * y_norm:
+        if not sy > self.curvature_eps * s_norm * math.sqrt(yy):
             return False
+        self._yy_newest = yy
         if not self._buffered:
             self._s_list.append(s.detach().clone())
             self._y_list.append(y.detach().clone())
@@ -383,6 +384,7 @@ class LBFGSMemory:
             "s": s,
             "y": y,
             "rho": list(self._rho),
+            "yy_newest": self._yy_newest,
             # The storage, and the buffer rows of the pairs: the same layout gives the same bits
             # in the products.
             "layout": "buffer" if self._buffered else "list",
@@ -443,3 +445,7 @@ class LBFGSMemory:
             self._rho = [1.0 / float(torch.dot(s, y)) for s, y in pairs]
         if len(self._rho) != k:
             raise ValueError("inconsistent L-BFGS state: s, y and rho differ in length")
+        if "yy_newest" in d:
+            self._yy_newest = float(d["yy_newest"])
+        elif k:  # a checkpoint from before yy_newest was kept
+            self._yy_newest = float(torch.dot(y_list[-1], y_list[-1]))

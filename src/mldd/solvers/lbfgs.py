@@ -119,11 +119,15 @@ class LBFGSSolver:
         self.n_resets = 0
         self.stop_reason: str | None = None
         self.fresh_direction = True  # next direction is −g: scale the first trial step
+        # max|g| of the accepted point's gradient, computed by the last iteration's stopping
+        # test, so the next iteration's test on the same tensor costs no second pass.
+        self._known_g_max: tuple[Tensor, float] | None = None
 
     def reset(self) -> None:
         """Forget the memory and cached evaluation (keeps counters)."""
         self.memory.reset()
         self.cache.clear()
+        self._known_g_max = None
         self.fresh_direction = True
         self.stop_reason = None
 
@@ -132,7 +136,10 @@ class LBFGSSolver:
         cfg = self.config
         f, g = evaluate_at(objective, self.cache, x, cfg.reuse_evaluations)
         info: dict[str, Any] = {"loss": f, "accepted": False, "step_length": 0.0}
-        g_max = max_abs(g)  # NaN/Inf propagate, so this is also the finiteness test of g
+        known = self._known_g_max
+        self._known_g_max = None
+        # NaN/Inf propagate through max_abs, so this is also the finiteness test of g.
+        g_max = known[1] if known is not None and known[0] is g else max_abs(g)
         if not (math.isfinite(f) and math.isfinite(g_max)):
             self.cache.clear()
             return self._finish(x, f, g, info, "the loss or gradient at the current parameters "
@@ -200,8 +207,10 @@ class LBFGSSolver:
             reason = f"step max-norm <= tolerance_change={cfg.tolerance_change:g}"
         elif abs(ls.f - f) < cfg.tolerance_change:
             reason = f"loss change < tolerance_change={cfg.tolerance_change:g}"
-        elif max_abs(ls.g) <= cfg.tolerance_grad:
-            reason = f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}"
+        else:
+            self._known_g_max = (ls.g, max_abs(ls.g))
+            if self._known_g_max[1] <= cfg.tolerance_grad:
+                reason = f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}"
         result = self._finish(x_new, f, ls.g, info, reason)
         return result
 
