@@ -15,7 +15,14 @@ and time to reach it and the ratios to TrustRegion.
 
 ``--configs`` picks a subset of :data:`CONFIGS` (comma-separated names); ``--extra NAME=DICT``
 adds an RMTR configuration given as a Python dict of keyword arguments of
-:class:`mldd.optim.RMTR`.
+:class:`mldd.optim.RMTR`; ``--tr DICT`` sets the baseline's keyword arguments. The session-11
+run with the L-BFGS-50 model on every level (the paper's 8×20 Burgers network)::
+
+    .venv/bin/python benchmarks/experiments/multilevel_rmtr.py burgers --budget 400 \
+        --problem-options "{'network': 'mlp', 'width': 20, 'depth': 8}" \
+        --tr "{'hessian': 'lbfgs', 'memory': 50}" --configs TR --metric-every 10 \
+        --extra "rmtr-d8-lb50={'levels': 2, 'coarsen': 'data', 'hessian': 'lbfgs', \
+                 'memory': 50, 'hierarchy_options': {'data_ratio': 0.125}}"
 """
 
 from __future__ import annotations
@@ -74,6 +81,9 @@ def main() -> None:
     ap.add_argument("--problem-options", default="{}", help="dict overriding NETWORKS[problem]")
     ap.add_argument("--metric-every", type=int, default=1, help="0: no metric")
     ap.add_argument("--time-limit", type=float, default=170.0, help="seconds per method")
+    ap.add_argument("--tr", default="{}", metavar="DICT",
+                    help="keyword arguments of the TrustRegion baseline, e.g. "
+                         "\"{'hessian': 'lbfgs', 'memory': 50}\"")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -96,7 +106,7 @@ def main() -> None:
     for name, kw in configs.items():
         model = prob.build_model(seed=0)
         if name == "TR":
-            opt: Any = TrustRegion(model.parameters())
+            opt: Any = TrustRegion(model.parameters(), **ast.literal_eval(args.tr))
             traces.append(runner(name, model, opt, lambda m=model: prob.loss(m), loss_of,
                                  args.budget))
             continue
