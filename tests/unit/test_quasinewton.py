@@ -351,3 +351,27 @@ def _loaded(sd):
     mem = LBFGSMemory()
     mem.load_state_dict(sd)
     return mem
+
+
+@pytest.mark.parametrize("switch_after", [1, 3, 6])
+def test_lbfgs_compact_inverse_in_buffer_storage_matches_the_two_loop(switch_after):
+    # Buffer storage computes H g from the compact form; list storage by the two-loop
+    # recursion. Same pairs (the ring buffer wrapped, Gram rows pending or not): same H g.
+    n, gen = 15, torch.Generator().manual_seed(switch_after)
+    A = _spd(n, gen)
+    lst, buf = LBFGSMemory(history=4), LBFGSMemory(history=4)
+    for i in range(9):
+        s = torch.randn(n, generator=gen, dtype=DT)
+        assert lst.update(s, A @ s) and buf.update(s, A @ s)
+        if i == switch_after:
+            buf.matvec(s)  # switches to buffer storage
+        g = torch.randn(n, generator=gen, dtype=DT)
+        if i >= switch_after:
+            assert buf.state_dict()["layout"] == "buffer"
+        torch.testing.assert_close(buf.apply_inverse(g), lst.apply_inverse(g), rtol=1e-11,
+                                   atol=1e-12)
+    s, y = buf.pairs()
+    torch.testing.assert_close(buf.apply_inverse(y[-1]), s[-1], rtol=1e-10, atol=1e-10)
+    H = _dense(buf.apply_inverse, n)
+    torch.testing.assert_close(H @ _dense(buf.matvec, n), torch.eye(n, dtype=DT), rtol=0,
+                               atol=1e-9)
