@@ -258,17 +258,18 @@ class LBFGSMemory:
         w = self._update_gram(g)
         assert w is not None and self._buf is not None
         h, slots = self.history, self._slots
-        a, b = w[slots], w[[h + j for j in slots]]
+        rows_y = [h + j for j in slots]
+        idx = np.ix_(slots, slots)
+        a, b = w[slots], w[rows_y]
         if self._Rinv is None:
-            self._Rinv = small.inv_lower(np.triu(self._SY[np.ix_(slots, slots)]).T).T
+            self._Rinv = small.inv_lower(np.triu(self._SY[idx]).T).T
         Rinv = self._Rinv
         gamma = self.gamma
-        idx = np.ix_(slots, slots)
         Ra = Rinv @ a
         p = Rinv.T @ (np.diag(self._SY)[slots] * Ra + gamma * (self._YY[idx] @ Ra) - gamma * b)
         coef = np.zeros(2 * h)
         coef[slots] = p
-        coef[[h + j for j in slots]] = -gamma * Ra
+        coef[rows_y] = -gamma * Ra
         c = torch.from_numpy(coef).to(dtype=g.dtype, device=g.device)
         return torch.addmv(g.detach(), self._buf.T, c, beta=gamma)
 
