@@ -1,7 +1,7 @@
 """Shared harness of the multilevel experiment scripts (``benchmarks/experiments/multilevel_*``).
 
 Runs an optimizer on a problem for a budget of fine-gradient equivalents and records, after every
-step, the cumulative cost (fine-gradient equivalents, ALGORITHMS.md §1.5), the wall time, the
+step, the cumulative cost (fine-gradient equivalents, docs/algorithms.md §1.5), the wall time, the
 training loss and (optionally) the problem's metric. Methods are compared by the cost to reach a
 target loss (the loss the single-level trust-region method reaches within its budget), and
 secondarily by wall time, measured interleaved in one process with one torch thread.

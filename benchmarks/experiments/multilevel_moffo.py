@@ -7,7 +7,7 @@ Usage (from the repository root)::
 Every method starts from the same seeded network and sees the same sequence of mini-batches (one
 batch per step, drawn without replacement from a seeded generator; a multilevel step evaluates
 all its levels on that batch). Cost: fine-gradient equivalents (a coarse gradient costs its
-level's share, ALGORITHMS.md §1.5), so AdaGrad's cost is its number of steps. The recorded loss
+level's share, docs/algorithms.md §1.5), so AdaGrad's cost is its number of steps. The recorded loss
 is the full training loss (observer's evaluation, outside the timer). AdaGrad is
 ``torch.optim.Adagrad(lr, eps=0, initial_accumulator_value=1e-2)``: exactly MOFFO with one level.
 """

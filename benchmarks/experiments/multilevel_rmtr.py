@@ -7,7 +7,7 @@ Usage (from the repository root)::
         --problem-options "{'n_collocation': 10000}" --metric-every 10
 
 Every method starts from the same seeded network; after each step the script records the cost
-(fine-gradient equivalents, ALGORITHMS.md §1.5), the wall time of the optimizer's own steps
+(fine-gradient equivalents, docs/algorithms.md §1.5), the wall time of the optimizer's own steps
 (interleaved in one process, one torch thread), the full training loss and, every
 ``--metric-every`` steps, the problem's metric. The target is the loss (and the metric) the
 single-level trust-region method reaches within the budget; the tables give each method's cost

@@ -46,7 +46,8 @@ _SIGNATURES = {
 }
 
 
-def _required_args(closure: Any) -> int:
+def required_args(closure: Any) -> int:
+    """The number of positional arguments ``closure`` needs (those without defaults)."""
     try:
         sig = inspect.signature(closure)
     except (TypeError, ValueError):
@@ -133,7 +134,7 @@ def call(closure: Callable[..., Tensor], model: nn.Module | None = None,
                 + _SIGNATURES["rows"]
             )
         return closure()
-    if model is None and rows is None and _required_args(closure) == 0:
+    if model is None and rows is None and required_args(closure) == 0:
         # e.g. the trainer's closure(model=None, rows=None): called bare, it is torch style.
         return closure()
     if model is None:

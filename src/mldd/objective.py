@@ -2,7 +2,7 @@
 
 An :class:`Objective` hides where the loss comes from — a plain function of a vector, or a
 ``torch.nn.Module``'s parameters plus a closure — and counts every evaluation, so that each
-method's cost can be reported honestly (ALGORITHMS.md §1.5).
+method's cost can be reported honestly (docs/algorithms.md §1.5).
 
 Closure rule (one rule for the whole library):
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -132,6 +133,14 @@ class Objective(ABC):
         self.counters.n_g += 1
         return self._grad(x)
 
+    def grad_and_value(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(f(x), ∇f(x))`` counted like :meth:`grad` (``n_g`` only): the value comes with the
+        gradient anyway, and an objective-function-free method looks at it only to refuse a
+        NaN/Inf loss, never to decide a step.
+        """
+        self.counters.n_g += 1
+        return self._value_and_grad(x)
+
     def _grad(self, x: Tensor) -> Tensor:
         """``∇f(x)`` without counting (default: from :meth:`_value_and_grad`)."""
         return self._value_and_grad(x)[1]
@@ -212,6 +221,21 @@ class FunctionObjective(Objective):
         return f.detach(), g.detach(), hv
 
 
+def grads_wrt(output: Tensor, params: Sequence[Tensor], **kwargs: Any) -> list[Tensor | None]:
+    """``torch.autograd.grad(output, params)`` with ``None`` for parameters that do not require
+    gradients (frozen ones): their gradient is zero, as when a closure's ``backward()`` leaves
+    their ``.grad`` unset, so no method moves them."""
+    if all(p.requires_grad for p in params):
+        return list(torch.autograd.grad(output, params, allow_unused=True, **kwargs))
+    live = [i for i, p in enumerate(params) if p.requires_grad]
+    out: list[Tensor | None] = [None] * len(params)
+    if live:
+        got = torch.autograd.grad(output, [params[i] for i in live], allow_unused=True, **kwargs)
+        for i, g in zip(live, got, strict=True):
+            out[i] = g
+    return out
+
+
 class ParamsObjective(Objective):
     """An objective over a list of parameters, evaluated by a closure (see the module's rule).
 
@@ -289,8 +313,8 @@ class ParamsObjective(Objective):
                 "the closure neither called backward() nor returned a loss attached to the "
                 "parameters' graph; return the loss tensor computed from the model"
             )
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-        return loss.detach(), flatten(list(grads), like=self.params)
+        grads = grads_wrt(loss, self.params)
+        return loss.detach(), flatten(grads, like=self.params)
 
     def _linearize(self, x: Tensor) -> tuple[Tensor, Tensor, MatVec]:
         loss, did_backward = self._run(x)
@@ -304,15 +328,14 @@ class ParamsObjective(Objective):
             raise ClosureError("the closure returned a loss that does not depend on the parameters")
         params = self.params
         with torch.enable_grad():
-            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        gflat = flatten(list(grads), like=params)
+            grads = grads_wrt(loss, params, create_graph=True)
+        gflat = flatten(grads, like=params)
 
         def hv(v: Tensor) -> Tensor:
             if not gflat.requires_grad:  # the loss is linear in the parameters
                 return torch.zeros_like(v)
             with torch.enable_grad():
-                out = torch.autograd.grad(gflat, params, grad_outputs=v, retain_graph=True,
-                                          allow_unused=True)
-            return flatten(list(out), like=params).detach()
+                out = grads_wrt(gflat, params, grad_outputs=v, retain_graph=True)
+            return flatten(out, like=params).detach()
 
         return loss.detach(), gflat.detach(), hv

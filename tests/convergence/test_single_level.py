@@ -1,4 +1,4 @@
-"""Small float64 convergence tests of the single-level methods (ALGORITHMS.md §1)."""
+"""Small float64 convergence tests of the single-level methods (docs/algorithms.md §1)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""First-order coherent coarse models (ALGORITHMS.md §2.2): ∇h(x_c0) = R g_l, h(x_c0), …"""
+"""First-order coherent coarse models (docs/algorithms.md §2.2): ∇h(x_c0) = R g_l, h(x_c0), …"""
 
 import math
 

@@ -1,4 +1,4 @@
-"""MG/OPT (ALGORITHMS.md §2.4): identities with its smoother, the line search on the coarse
+"""MG/OPT (docs/algorithms.md §2.4): identities with its smoother, the line search on the coarse
 correction, convergence, checkpoints and NaN safety."""
 
 import copy

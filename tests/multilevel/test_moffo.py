@@ -1,4 +1,4 @@
-"""MOFFO (ALGORITHMS.md §2.6): one level is AdaGrad, no loss is ever evaluated, coarse steps
+"""MOFFO (docs/algorithms.md §2.6): one level is AdaGrad, no loss is ever evaluated, coarse steps
 respect the fine componentwise bounds, convergence, checkpoints and NaN safety."""
 
 import copy

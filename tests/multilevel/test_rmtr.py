@@ -1,4 +1,4 @@
-"""RMTR (ALGORITHMS.md §2.3): identities, the coarse-correction ratio test, the fine trust
+"""RMTR (docs/algorithms.md §2.3): identities, the coarse-correction ratio test, the fine trust
 region seen from the coarse levels, convergence, checkpoints, closures and NaN safety."""
 
 import copy

@@ -52,3 +52,21 @@ def test_depth_hierarchy_on_a_plain_mlp_is_a_clear_error() -> None:
     with pytest.raises((MethodError, ValueError), match="depth"):
         build_optimizer("rmtr", model.parameters(), p, {"coarsen": "depth", "levels": 3},
                         {"model": model})
+
+
+@pytest.mark.parametrize(("name", "popts", "batch", "expected"), [
+    ("mgopt", {}, None, "data"),  # plain MLP, full batch
+    ("moffo", {}, 16, "width"),  # plain MLP, mini-batches (the last may be smaller)
+    ("moffo", {"network": "resmlp", "depth": 5}, 16, "depth"),  # 5 → 3 → 2 blocks
+    ("mgopt", {"network": "resmlp", "depth": 4}, None, "data"),  # 4 blocks: not coarsenable
+])
+def test_auto_coarsening_falls_back_when_depth_levels_cannot_be_built(
+        name: str, popts: dict[str, Any], batch: int | None, expected: str) -> None:
+    p = problems.get("poisson2d", **{**POISSON, **popts})
+    model = p.build_model(seed=0)
+    assert get_method(name).defaults["coarsen"] == "auto"
+    opt = build_optimizer(name, model.parameters(), p, {"batch_size": batch}, {"model": model})
+    assert opt.n_levels == 3
+    assert [lev.kind for lev in opt.hierarchy.levels[:-1]] == [expected] * 2
+    res = Trainer(p, model, opt, batch_size=batch, max_iters=6, log_every=0.0).run()
+    assert res.stop_reason == "max_iters"

@@ -1,7 +1,7 @@
 """mldd.decomposition: subdomains of the parameters (and shards of the data), local objectives,
 Schwarz combinations and the executors that run subdomains serially or across processes.
 
-See ALGORITHMS.md §3: :class:`Decomposition` (index sets ``S_s`` with restriction/extension and
+See docs/algorithms.md §3: :class:`Decomposition` (index sets ``S_s`` with restriction/extension and
 partition-of-unity weights), :class:`SubspaceObjective` (``f`` restricted to one subdomain),
 the SPQN core (:mod:`mldd.decomposition.spqn`) and the executors.
 """

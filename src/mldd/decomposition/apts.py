@@ -101,7 +101,8 @@ class APTSConfig:
             then shrink below ``radius_min`` and the iteration stalls. A global pass or a smaller
             ``radius_min`` lets it converge (coupled 12-D quadratic, 4 blocks: stalls at
             ``‖x − x*‖ ≈ 1e-2`` with the defaults; 1e-8 in 31 iterations with
-            ``global_pass=True``).
+            ``global_pass=True``). After :data:`STALL_LIMIT` (10) consecutive iterations that
+            leave the iterate unchanged at ``radius_min``, APTS stops with "no progress".
         eta: accept when ``ρ > eta``; shrink when ``ρ < eta`` (default 0.25).
         eta_expand: expand when ``ρ > eta_expand`` (default 0.75).
         shrink: shrink factor (default 0.9).
@@ -191,6 +192,10 @@ def _norm(v: Tensor, norm: str) -> float:
 
 # Relative slack below which a local iterate counts as on the boundary of its ball around z0.
 _BOUNDARY_RTOL = 1e-12
+#: consecutive iterations that leave the iterate unchanged with Δ at ``radius_min`` before APTS
+#: stops ("no progress"): Δ is clamped there, so a persistent failure (every trial NaN/Inf, or
+#: the stall near a minimiser described under ``radius_min``) would otherwise repeat forever.
+STALL_LIMIT = 10
 
 
 class APTSSolver:
@@ -225,6 +230,7 @@ class APTSSolver:
         self.n_rejected = 0
         self.local_cost = 0.0
         self.local_cost_max_rank = 0.0
+        self.n_stalled = 0  # consecutive iterations that stayed put with Δ at radius_min
         self.stop_reason: str | None = None
 
     def reset(self) -> None:
@@ -296,7 +302,17 @@ class APTSSolver:
         if self.global_solver is not None:
             x_new = self._global_pass(glob, x_new, info)
         assert self.current is not None
-        return self._finish(x_new, ev.f, self.current.g, info, None)
+        reason = None
+        if x_new is x and self.radius <= cfg.radius_min:
+            # Δ cannot shrink further, so without a change of batch or local memories the
+            # next iteration would try much the same step (every trial NaN, or a stall).
+            self.n_stalled += 1
+            if self.n_stalled >= STALL_LIMIT:
+                reason = (f"no progress: {self.n_stalled} consecutive rejected steps at "
+                          f"radius_min={cfg.radius_min:g}")
+        else:
+            self.n_stalled = 0
+        return self._finish(x_new, ev.f, self.current.g, info, reason)
 
     def _start(self, glob: EvaluatorObjective, problem: SubdomainProblem, x: Tensor,
                owned: list[int]) -> Evaluation:
@@ -413,6 +429,7 @@ class APTSSolver:
             "n_rejected": self.n_rejected,
             "local_cost": self.local_cost,
             "local_cost_max_rank": self.local_cost_max_rank,
+            "n_stalled": self.n_stalled,
             "stop_reason": self.stop_reason,
         }
 
@@ -432,4 +449,5 @@ class APTSSolver:
         self.n_rejected = int(d["n_rejected"])
         self.local_cost = float(d["local_cost"])
         self.local_cost_max_rank = float(d["local_cost_max_rank"])
+        self.n_stalled = int(d.get("n_stalled", 0))
         self.stop_reason = d["stop_reason"]

@@ -53,7 +53,7 @@ Evaluate = Callable[[Tensor], tuple[float, Tensor]]
 
 @dataclass(frozen=True)
 class LineSearchOptions:
-    """Strong-Wolfe constants shared by the combinations (ALGORITHMS.md §1.4 defaults)."""
+    """Strong-Wolfe constants shared by the combinations (docs/algorithms.md §1.4 defaults)."""
 
     c1: float = 1e-4
     c2: float = 0.9

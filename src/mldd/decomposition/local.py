@@ -23,7 +23,14 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from mldd.objective import ClosureError, EvalCounters, MatVec, Objective, ParamsObjective
+from mldd.objective import (
+    ClosureError,
+    EvalCounters,
+    MatVec,
+    Objective,
+    ParamsObjective,
+    grads_wrt,
+)
 from mldd.solvers.lbfgs import LBFGSSolver
 
 
@@ -172,7 +179,7 @@ class ParamsSubspaceObjective(SubspaceObjective):
                     raise ClosureError(
                         "the closure neither called backward() nor returned a loss attached to "
                         "the parameters' graph; return the loss tensor computed from the model")
-                grads = list(torch.autograd.grad(loss, self.active, allow_unused=True))
+                grads = grads_wrt(loss, self.active)
         finally:
             for p in switched:
                 p.requires_grad_(True)

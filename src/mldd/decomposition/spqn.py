@@ -1,6 +1,7 @@
 """SPQN — Schwarz-preconditioned quasi-Newton (ASPQN, MSPQN, two-level) on an Objective.
 
-Right-preconditioned L-BFGS [KKKK24]. One outer iteration from ``x_k`` (ALGORITHMS.md §3.2–3.3):
+Right-preconditioned L-BFGS [KKKK24]. One outer iteration from ``x_k``
+(docs/algorithms.md §3.2–3.3):
 
 0. *(two-level only)* coarse step: ``k_c`` L-BFGS iterations on the coarse entries
    (:mod:`mldd.decomposition.two_level`).
@@ -42,7 +43,7 @@ counted on :attr:`SPQNSolver.counters`; subdomain evaluations on
 :attr:`SPQNSolver.local_counters`; coarse evaluations on :attr:`SPQNSolver.coarse_counters`;
 ``info`` reports each and their totals (:meth:`SPQNSolver.cost`). In the distributed setting the
 local counters are this rank's. ``grad_evals`` is in fine-gradient equivalents
-(ALGORITHMS.md §1.5): global and coarse gradients count 1, a local gradient counts the
+(docs/algorithms.md §1.5): global and coarse gradients count 1, a local gradient counts the
 ``grad_cost`` attribute of the local objective that computed it (``local_grad_evals`` sums
 them), 1 when the objective has none. The default local objective
 (:class:`~mldd.decomposition.local.ParamsSubspaceObjective`) has none: it still runs the whole
@@ -98,6 +99,7 @@ from mldd.solvers.base import (
     check_choice,
     check_positive,
     evaluate_at,
+    is_finite,
 )
 from mldd.solvers.lbfgs import LBFGSConfig, LBFGSSolver
 from mldd.solvers.trust_region import TrustRegionConfig, TrustRegionSolver
@@ -365,7 +367,7 @@ class GlobalTrustRegionStep:
     ``globalization="trust_region"``: the model ``m(s) = f + gᵀs + ½ sᵀBs`` with ``B`` the
     compact L-BFGS matrix of the global pairs, the step by Steihaug–Toint CG within ``‖s‖ ≤ Δ``,
     the ratio test and radius update of :class:`~mldd.globalization.TrustRegionPolicy`
-    (ALGORITHMS.md §1.3), the pair ``(s, ∇f(x+s) − ∇f(x))`` offered to the memory after every
+    (docs/algorithms.md §1.3), the pair ``(s, ∇f(x+s) − ∇f(x))`` offered to the memory after every
     trial. It is exactly one :meth:`~mldd.solvers.TrustRegionSolver.step_from` of a
     ``TrustRegion(hessian="lbfgs", subproblem="cg")`` solver that persists across outer
     iterations (radius and memory): the global phase continues that solver's run from wherever
@@ -581,11 +583,20 @@ class SPQNSolver:
         if self.coarse_index is not None:
             x_k, f_k, g_k = self._shared(objective)(
                 lambda: self._coarse(objective, x, f, g, info))
+            if not is_finite(f_k, g_k):  # as for the local phase below
+                info["coarse_discarded"] = True
+                x_k, f_k, g_k = x, f, g
         if cfg.variant == "multiplicative":
             x_h, f_h, g_h = ex.guarded(lambda: self._sweep(objective, evaluate, x_k, f_k, g_k,
                                                            info))
         else:
             x_h, f_h, g_h = self._additive(objective, evaluate, x_k, f_k, g_k, info)
+        if not is_finite(f_h, g_h):
+            # The local solves see their own objectives (prefix-cached, restricted); the global
+            # loss or gradient at their combined point can still be NaN/Inf (or the closure
+            # failed there): that point is discarded, never stepped to.
+            info["local_discarded"] = True
+            x_h, f_h, g_h = x_k, f_k, g_k
         info["loss_half"] = f_h
 
         x_new, f_new, g_new = x_h, f_h, g_h
@@ -805,7 +816,7 @@ class SPQNSolver:
         cost); ``global_*``, ``local_*``, ``coarse_*``: the three phases; ``local_grad_evals``:
         the local gradients in fine-gradient equivalents (each weighted by its local
         objective's ``grad_cost``, 1 by default); ``grad_evals``: ``global_n_g +
-        local_grad_evals + coarse_n_g`` (ALGORITHMS.md §1.5; see the module docstring).
+        local_grad_evals + coarse_n_g`` (docs/algorithms.md §1.5; see the module docstring).
         """
         c, lc, cc = self.counters, self.local_counters, self.coarse_counters
         return {

@@ -7,7 +7,7 @@ strong Wolfe) on ``z ↦ f(x_k + E_C(z − R_C x_k))`` (a
 every layer, so a restricted backward pass would save little, and the full gradient at the
 coarse end point is then free for the local phase). Every one of these iterations is a line
 search along a correction of the coarse entries, so the coarse correction is applied with a line
-search as ALGORITHMS.md §3.3 asks and it never increases the loss. The local phase then starts
+search as docs/algorithms.md §3.3 asks and it never increases the loss. The local phase then starts
 from the corrected point.
 
 The coarse space is pluggable (a :class:`~mldd.decomposition.Subdomain`). Builders:
@@ -17,7 +17,7 @@ The coarse space is pluggable (a :class:`~mldd.decomposition.Subdomain`). Builde
   shifting a layer's biases is the analogue of the constant functions of a classical coarse
   space. **(unverified)**: [LKK24] describes its coarse space only as a small global subset of
   the parameters; this choice is ours.
-* :func:`first_layers_space`: the first layer of each subdomain (the example in ALGORITHMS.md).
+* :func:`first_layers_space`: the first layer of each subdomain (the example in docs/algorithms.md).
 * :func:`layer_space`: any named layers.
 
 References:

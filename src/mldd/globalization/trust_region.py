@@ -4,7 +4,7 @@ Notation: ``radius = Δ``, ``ared = f(x) − f(x + s)`` (actual reduction), ``pr
 (predicted reduction of the quadratic model), ``rho = ared / pred``.
 
 Truth table of :meth:`TrustRegionPolicy.decide` (defaults from Kopaničáková's RMTR code,
-ALGORITHMS.md §1.3):
+docs/algorithms.md §1.3):
 
 =====================================  ========  =====================================
 condition                              accept?   new radius

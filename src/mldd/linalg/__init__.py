@@ -5,7 +5,8 @@ from mldd.linalg.flat import (
     flatten,
     numel,
     params_to_vector,
+    to_numpy64,
     vector_to_params,
 )
 
-__all__ = ["flat_grad", "flatten", "numel", "params_to_vector", "vector_to_params"]
+__all__ = ["flat_grad", "flatten", "numel", "params_to_vector", "to_numpy64", "vector_to_params"]

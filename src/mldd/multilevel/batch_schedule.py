@@ -3,7 +3,7 @@
 [KK22] trains residual networks with RMTR in a *hybrid stochastic–deterministic* regime: every
 cycle uses one mini-batch (held fixed during the cycle, so that the trust-region ratio test
 compares losses on the same data), and the batch grows as training proceeds, ending with full
-(deterministic) batches. The exact growth rule of the paper is **unverified** (ALGORITHMS.md
+(deterministic) batches. The exact growth rule of the paper is **unverified** (docs/algorithms.md
 §2.3), so the rule is a pluggable object:
 
 * :class:`ConstantBatchSize` — a fixed size (the plain stochastic method);

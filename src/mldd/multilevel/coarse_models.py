@@ -1,6 +1,6 @@
 """First-order coherent coarse models: what a coarse level minimises on behalf of a finer one.
 
-Notation (ALGORITHMS.md §2.2): the finer level is at ``x_l`` with loss ``f_l`` and gradient
+Notation (docs/algorithms.md §2.2): the finer level is at ``x_l`` with loss ``f_l`` and gradient
 ``g_l``; ``R`` restricts gradients and ``Π`` injects iterates, so the coarse level starts at
 ``x_c0 = Π x_l`` with the *restricted gradient* ``g_R = R g_l``. The coarse network's own loss is
 ``f_c`` with ``f_c0 = f_c(x_c0)``, ``g_c0 = ∇f_c(x_c0)``, and ``s = x − x_c0``.

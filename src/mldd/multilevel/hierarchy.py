@@ -1,6 +1,6 @@
 """Multilevel hierarchies as data: a list of :class:`Level` objects, coarsest first.
 
-A hierarchy (ALGORITHMS.md §2.1) is what a multilevel method walks through: level ``l = 0`` is
+A hierarchy (docs/algorithms.md §2.1) is what a multilevel method walks through: level ``l = 0`` is
 the coarsest, level ``L−1`` the finest (the network being trained). Each level holds its network,
 the transfer to the next *finer* level, the rows of the batch it evaluates, its cost share and
 its own smoother options — the pyamg ``Level`` idea. Three ways to make a coarser level:
@@ -16,7 +16,7 @@ its own smoother options — the pyamg ``Level`` idea. Three ways to make a coar
 
 and combinations such as ``"depth+data"`` (fewer blocks *and* fewer rows in one step).
 
-Cost (ALGORITHMS.md §1.5): one evaluation on level ``l`` costs about
+Cost (docs/algorithms.md §1.5): one evaluation on level ``l`` costs about
 ``(parameters_l / parameters_fine) × (rows_l / rows_fine)`` fine evaluations — the parameter-count
 proxy for coarse networks times the data fraction.
 
@@ -321,7 +321,7 @@ class Hierarchy:
                                  f"batch) as an integer >= 1, got {n_rows!r}")
         n_depth = sum("depth" in s for s in steps)
         if n_depth:
-            _check_depth_coarsenable(model, n_depth)
+            check_depth_coarsenable(model, n_depth)
 
         gen = torch.Generator().manual_seed(seed)
         fine = Level(model, None, None, None, {}, "fine")
@@ -377,7 +377,9 @@ def valid_depths(n_coarsenings: int, near: int, count: int = 2) -> list[int]:
     return sorted(sorted(cands, key=lambda k: (abs(k - near), k))[:count])
 
 
-def _check_depth_coarsenable(model: nn.Module, n: int) -> None:
+def check_depth_coarsenable(model: nn.Module, n: int) -> None:
+    """Raise a ValueError (naming depths that work) unless ``model`` is a residual network
+    whose depth survives ``n`` coarsenings ``K → (K+1)/2``."""
     depth = getattr(model, "depth", None)
     if not isinstance(getattr(model, "blocks", None), nn.ModuleList) or not isinstance(depth, int):
         raise ValueError(f"depth coarsening needs a residual network with blocks "

@@ -1,4 +1,5 @@
-"""MG/OPT — the multilevel cycle with a line search on the coarse correction (ALGORITHMS.md §2.4).
+"""MG/OPT — the multilevel cycle with a line search on the coarse correction
+(docs/algorithms.md §2.4).
 
 Notation as in :mod:`mldd.multilevel.rmtr`: levels ``0 … L−1`` coarsest first, ``h_l`` the
 objective of level ``l`` (the loss at the finest level, a first-order coherent coarse model below),
@@ -93,10 +94,14 @@ class TorchSmoother:
     """A ``torch.optim`` optimizer as a flat-vector smoother: one ``optimizer.step()`` per
     :meth:`iterate`, on a private flat parameter holding the level's iterate.
 
-    The gradient comes from ``objective.value_and_grad``; a NaN/Inf loss or gradient, or a
-    non-finite updated iterate, leaves ``x`` unchanged (the optimizer's state may still have
-    advanced for that call). Optimizers whose ``step`` needs a closure (``torch.optim.LBFGS``)
-    are not supported: use the trust-region smoother.
+    The gradient comes from ``objective.value_and_grad``. A torch step evaluates nothing at the
+    point it produces, so a step into a region where the loss or gradient is NaN/Inf is only
+    seen at the next call: that call returns the point the step was taken from (the last one
+    with a finite loss and gradient) and sets :attr:`stop_reason`, since the same optimizer
+    state would take the same step again. A NaN/Inf at any other starting point also stops
+    (nothing to step from); a non-finite updated iterate leaves ``x`` unchanged. Optimizers
+    whose ``step`` needs a closure (``torch.optim.LBFGS``) are not supported: use the
+    trust-region smoother.
 
     Args:
         factory: ``params -> optimizer``, e.g. ``lambda p: torch.optim.Adam(p, lr=1e-3)``.
@@ -112,6 +117,9 @@ class TorchSmoother:
         self.stop_reason: str | None = None
         self.n_iter = 0
         self._pending_state: dict[str, Any] | None = None
+        # (start, its loss, result) of the last step taken: a NaN found at `result` sends us
+        # back to `start`. Tensors kept by reference (neither is modified in place).
+        self._last_step: tuple[Tensor, float, Tensor] | None = None
 
     def _ensure(self, x: Tensor) -> tuple[Tensor, Optimizer]:
         if self.param is None or self.param.shape != x.shape or self.param.dtype != x.dtype:
@@ -137,9 +145,20 @@ class TorchSmoother:
                                 "grad_norm": float(torch.linalg.vector_norm(g))}
         self.n_iter += 1
         if not is_finite(f, g):
-            self.stop_reason = None
-            info["stop_reason"] = "non-finite loss or gradient; step skipped"
+            last = self._last_step
+            if last is not None and last[2].shape == x.shape and torch.equal(last[2], x):
+                self.stop_reason = (
+                    "the smoother's last step led to a NaN/Inf loss or gradient; returned to the "
+                    "point it started from (lower the smoother's learning rate)")
+                info.update(loss=last[1], accepted=False, stop_reason=self.stop_reason,
+                            reverted=True)
+                self._last_step = None
+                return IterationResult(last[0], f, info)
+            self.stop_reason = ("the loss or gradient at the current parameters is NaN/Inf; "
+                                "nothing to step from")
+            info["stop_reason"] = self.stop_reason
             return IterationResult(x, f, info)
+        self.stop_reason = None
         with torch.no_grad():
             param.copy_(x)
         param.grad = g.detach().clone()
@@ -150,6 +169,7 @@ class TorchSmoother:
             info["stop_reason"] = "the optimizer produced a non-finite iterate; step skipped"
             return IterationResult(x, f, info)
         info["accepted"] = True
+        self._last_step = (x, f, x_new)
         # The loss at x_new is unknown (a torch optimizer step evaluates nothing): None, which
         # is not the NaN of a failed evaluation.
         info["loss"] = None
@@ -159,17 +179,27 @@ class TorchSmoother:
         """Drop the optimizer's state (a fresh optimizer at the next :meth:`iterate`)."""
         self.optimizer = None
         self._pending_state = None
+        self._last_step = None
+        self.stop_reason = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The wrapped optimizer's state dict (``None`` before the first iterate)."""
+        """The wrapped optimizer's state dict (``None`` before the first iterate), the last
+        step's endpoints and the stop reason."""
         sd = self.optimizer.state_dict() if self.optimizer is not None else self._pending_state
-        return {"optimizer": sd, "n_iter": self.n_iter}
+        last = self._last_step
+        return {"optimizer": sd, "n_iter": self.n_iter, "stop_reason": self.stop_reason,
+                "last_step": None if last is None else (last[0].clone(), last[1],
+                                                        last[2].clone())}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore; the optimizer is rebuilt (and loaded) at the next :meth:`iterate`."""
         self.optimizer = None
         self._pending_state = d["optimizer"]
         self.n_iter = int(d["n_iter"])
+        self.stop_reason = d.get("stop_reason")
+        last = d.get("last_step")
+        self._last_step = None if last is None else (last[0].clone(), float(last[1]),
+                                                     last[2].clone())
 
 
 @dataclass
@@ -316,6 +346,10 @@ class MGOptSolver(CycleCounters):
         if level == 0 and self.n_levels > 1:
             return self._smooth(level, h, x, cfg.coarse_iterations)
         x = self._smooth(level, h, x, cfg.pre_smoothing)
+        if self.smoothers[level].stop_reason is not None:
+            # Converged, or a NaN sent the smoother back to its last good point: a coarse
+            # correction and post-smoothing from here would only repeat or undo that.
+            return x
         if level > 0:
             x = self._coarse_correction(level, h, x)
         return self._smooth(level, h, x, cfg.post_smoothing)

@@ -48,7 +48,7 @@ analysis, which holds in ``z``, is unchanged.
     otherwise take s_T
 
 The recursion test, the clipping, the linear-decrease safeguard and their constants are **our
-choices** where [GKT23] could not be checked (ALGORITHMS.md §2.6, unverified): a coarse step is
+choices** where [GKT23] could not be checked (docs/algorithms.md §2.6, unverified): a coarse step is
 taken only when the restriction keeps a fair share of the gradient (``κ_r = 0.5``), the
 prolongated step is projected onto the fine box (clipping is the Euclidean projection onto it),
 and it is kept only if it achieves at least ``κ_s = 0.1`` of the largest linear decrease
@@ -56,8 +56,11 @@ available in that box, ``−gᵀs_T = Σ η d_i g_i²/w_i`` — otherwise the fi
 so a poor coarse step costs coarse gradients but never a bad fine step. Accumulators of every level
 persist across iterations (each level's AdaGrad sees all the gradients it used).
 
-NaN/Inf gradients (fine or coarse) never reach the iterate: the fine iteration is skipped
-(accumulator untouched), a coarse one ends the coarse solve.
+NaN/Inf gradients (fine or coarse) and NaN/Inf fine losses (the value comes with the gradient
+and is looked at for this alone) never reach the iterate: the fine iteration is skipped
+(accumulator untouched), a coarse one ends the coarse solve. After :data:`SKIP_LIMIT` (10)
+consecutive skipped fine iterations the method stops with a reason: a mini-batch with a bad value
+is skipped, parameters where every gradient is NaN end the run.
 
 References:
     [GKT23] Gratton, Kopaničáková, Toint. Multilevel objective-function-free optimization with
@@ -97,6 +100,10 @@ Monitor = Callable[[dict[str, Any]], None]
 
 #: Default ``η``: the paper's value, applied to the scaled variables of ``scale="rms"``.
 DEFAULT_LR = 1.0
+
+
+#: consecutive skipped fine iterations (NaN/Inf loss or gradient) after which MOFFO stops.
+SKIP_LIMIT = 10
 
 
 @dataclass
@@ -173,6 +180,7 @@ class MOFFOSolver:
         self.n_coarse_steps = 0
         self.n_coarse_declined = 0
         self.n_skipped = 0
+        self.skip_run = 0  # consecutive skipped fine iterations
         self.stop_reason: str | None = None
         self._problem: MultilevelProblem | None = None
         self._kind = "taylor"
@@ -216,12 +224,26 @@ class MOFFOSolver:
         cfg = self.config
         fine_level = level == self.n_levels - 1
         if g is None:
-            g = h.grad(x)
-        if not all_finite(g):
+            if fine_level:
+                f, g = h.grad_and_value(x)
+                finite = math.isfinite(float(f)) and all_finite(g)
+            else:
+                g = h.grad(x)
+                finite = all_finite(g)
+        else:
+            finite = all_finite(g)
+        if not finite:
             if fine_level:
                 self.n_skipped += 1
+                self.skip_run += 1
                 self._kind = "skipped"
+                if self.skip_run >= SKIP_LIMIT:
+                    self.stop_reason = (f"{self.skip_run} consecutive iterations with a NaN/Inf "
+                                        "loss or gradient; nothing to step from")
             return x, None
+        if fine_level:
+            self.skip_run = 0
+            self.stop_reason = None
         d = self._scale(level, x)
         acc = self.accumulators[level]
         if acc is None or acc.shape != g.shape:
@@ -329,6 +351,7 @@ class MOFFOSolver:
             "n_coarse_steps": self.n_coarse_steps,
             "n_coarse_declined": self.n_coarse_declined,
             "n_skipped": self.n_skipped,
+            "skip_run": self.skip_run,
             "stop_reason": self.stop_reason,
         }
 
@@ -344,4 +367,5 @@ class MOFFOSolver:
         self.n_coarse_steps = int(d["n_coarse_steps"])
         self.n_coarse_declined = int(d["n_coarse_declined"])
         self.n_skipped = int(d["n_skipped"])
+        self.skip_run = int(d.get("skip_run", 0))
         self.stop_reason = d["stop_reason"]

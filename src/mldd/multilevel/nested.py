@@ -1,6 +1,6 @@
 """Nested iteration (cascadic start): train coarse to fine, prolonging the parameters.
 
-ALGORITHMS.md §2.5: train level 0 (the coarsest) for a budget of iterations, map its parameters
+docs/algorithms.md §2.5: train level 0 (the coarsest) for a budget of iterations, map its parameters
 to level 1 with ``prolong_params`` (``x_1 = P x_0``; for depth and width transfers this is the
 linear prolongation, for data levels the identity), train level 1, … up to the finest. The finest
 network ends with the result written into its parameters — a warm start for any fine-level

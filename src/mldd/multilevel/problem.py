@@ -7,7 +7,7 @@ numbered ``0 … L−1``, coarsest first, as in :mod:`mldd.multilevel.hierarchy`
 maps between level ``i`` (coarse) and level ``i+1`` (fine).
 
 Also here: the descent test that decides whether a coarse level is worth visiting, and the cost
-accounting in fine-gradient equivalents (ALGORITHMS.md §1.5).
+accounting in fine-gradient equivalents (docs/algorithms.md §1.5).
 
 Notation: ``P`` prolongation (coarse → fine corrections), ``R`` restriction (fine → coarse
 gradients), ``Π`` injection (fine → coarse iterates), ``κ_g`` the descent-test constant.
@@ -47,7 +47,7 @@ class MultilevelProblem:
             models are built.
         transfers: ``L − 1`` transfers; ``transfers[i]`` between levels ``i`` and ``i+1``.
         costs: cost of one evaluation at each level in fine-gradient equivalents (default: the
-            ratio of parameter counts, ALGORITHMS.md §1.5; the finest level costs 1).
+            ratio of parameter counts, docs/algorithms.md §1.5; the finest level costs 1).
 
     Raises:
         ValueError: inconsistent lengths or dimensions.
@@ -102,7 +102,7 @@ def evaluation_cost(counters: Sequence[EvalCounters], costs: Sequence[float]) ->
     """``Σ_i cost_i · (max(n_f,i, n_g,i) + n_hvp,i)`` — evaluations in fine-gradient equivalents.
 
     Every evaluation of a level, with or without its gradient, counts as one gradient of that
-    level, and a Hessian-vector product as one more (ALGORITHMS.md §1.5). ``max(n_f, n_g)`` is
+    level, and a Hessian-vector product as one more (docs/algorithms.md §1.5). ``max(n_f, n_g)`` is
     the number of closure runs for the methods here: loss+gradient evaluations count in both
     ``n_f`` and ``n_g``, gradient-only ones (MOFFO) in ``n_g`` only. Counting a loss-only
     evaluation as a full gradient over-states its cost, which keeps comparisons conservative.
@@ -118,14 +118,14 @@ def descent_test(g_fine: Tensor, g_restricted: Tensor, *, kappa_g: float, tol: f
     ``reference="fine"`` compares with the fine gradient ``‖g_l‖`` — [GST08, eq. (2.14)], where
     the coarse model's initial gradient ``g_{i−1,0}`` *is* ``R g_{i,k}``: the restriction keeps a
     fair part of the gradient, so the coarse level can make progress. ``reference="coarse"``
-    compares with ``‖∇f_c(x_c0)‖`` (the literal reading of ALGORITHMS.md §2.3, which writes
+    compares with ``‖∇f_c(x_c0)‖`` (the literal reading of docs/algorithms.md §2.3, which writes
     ``g_c0``); it needs the coarse gradient, i.e. an evaluation of the coarse level. Norms are
     Euclidean at every level.
 
     Args:
         g_fine: the fine gradient ``g_l``.
         g_restricted: ``R g_l``.
-        kappa_g: ``κ_g`` (1/8 in ALGORITHMS.md §2.3).
+        kappa_g: ``κ_g`` (1/8 in docs/algorithms.md §2.3).
         tol: ``ε`` (absolute).
         g_coarse: ``∇f_c(x_c0)`` (needed for ``reference="coarse"``).
         reference: ``"fine"`` or ``"coarse"``.

@@ -5,7 +5,7 @@ Notation: levels ``0 … L−1`` (coarsest first), at level ``l`` the objective 
 :mod:`mldd.multilevel.coarse_models`), radius ``Δ_l``; ``P``, ``R``, ``Π`` the transfers of
 :class:`~mldd.multilevel.problem.MultilevelProblem`; ``ρ = ared/pred``.
 
-One cycle at level ``l`` from ``x`` (ALGORITHMS.md §2.3)::
+One cycle at level ``l`` from ``x`` (docs/algorithms.md §2.3)::
 
     cycle(l, h, x):
         x ← smooth(l, h, x, ν1 trials, stop after k1 successes)          # pre-smoothing
@@ -50,11 +50,11 @@ region — or, recursively, any finer level's region — is shortened to its bou
 predicted reduction recomputed for the shorter step). So the guarantee is exact, in the 2-norm
 and the ∞-norm alike.
 
-Choices of ours where the papers could not be checked (ALGORITHMS.md marks them unverified):
+Choices of ours where the papers could not be checked (docs/algorithms.md marks them unverified):
 the descent test compares ``‖R g‖`` with the fine gradient as in [GST08]
 (``descent_reference="coarse"`` compares with ``∇f_c(x_c0)``, the literal reading of
-ALGORITHMS.md §2.3); a coarse level's first evaluation is not recomputed (``h_c(x_c0)`` is known
-in closed form and ``∇h_c(x_c0) = R g`` by coherence); and the coarse correction
+docs/algorithms.md §2.3); a coarse level's first evaluation is not recomputed (``h_c(x_c0)``
+is known in closed form and ``∇h_c(x_c0) = R g`` by coherence); and the coarse correction
 ``(s, ∇h(x+s) − ∇h(x))`` is offered to the finer level's quasi-Newton memory like any other
 trial step of that level.
 
@@ -62,7 +62,7 @@ Defaults (measured in ``benchmarks/experiments/multilevel_rmtr.py``, equal fine-
 equivalents): no pre-smoothing and one post-smoothing trial (the fine evaluation at the start of
 a cycle is the trial of the previous correction, so a cycle costs one or two fine evaluations),
 10 coarse trials per visit without stopping at the first success, coarse memory and radius kept,
-separate correction radius. ALGORITHMS.md §2.3's GST08-style settings (3+3 smoothing trials
+separate correction radius. docs/algorithms.md §2.3's GST08-style settings (3+3 smoothing trials
 stopping after one success, 2 coarse trials stopping after one, memory reset, shared radius)
 made each coarse visit one steepest-descent-like step and left RMTR 2–10× *behind* TrustRegion
 at equal cost on digits; they remain available through the options.
@@ -140,7 +140,7 @@ Monitor = Callable[[dict[str, Any]], None]
 
 @dataclass
 class RMTRConfig:
-    """Options of :class:`RMTRSolver` (defaults: ALGORITHMS.md §2.3 unless said otherwise).
+    """Options of :class:`RMTRSolver` (defaults: docs/algorithms.md §2.3 unless said otherwise).
 
     Attributes:
         trust_region: the trust-region options of every level (model ``hessian``, ``memory``,
@@ -150,11 +150,11 @@ class RMTRConfig:
             mini-batches that change between cycles).
         cycle: ``"V"`` (one coarse cycle per coarse correction) or ``"W"`` (two).
         pre_smoothing, post_smoothing: trust-region trials before/after the coarse correction
-            (0 and 1; ALGORITHMS.md §2.3 gives 3 stopping after one success, see the module's
+            (0 and 1; docs/algorithms.md §2.3 gives 3 stopping after one success, see the module's
             "Defaults").
         pre_successes, post_successes: stop a smoothing phase after this many accepted steps (1).
         coarse_iterations, coarse_successes: trials and successes on the coarsest level (10,
-            10: the coarse level is the cheap one, so it works; ALGORITHMS.md gives 2, 1).
+            10: the coarse level is the cheap one, so it works; docs/algorithms.md gives 2, 1).
         coarse_model: ``"additive"`` (default), ``"multiplicative"`` or ``"hybrid"``.
         hybrid_gamma: the hybrid model's weight of the additive part (0.5 [K23]).
         zeroth_order: the additive part's zeroth-order term (``None``: off for additive, on for
@@ -527,9 +527,10 @@ class RMTRSolver(CycleCounters):
         x_trial = x + s
         ft, g_trial = h.value_and_grad(x_trial)
         f_trial = float(ft)
-        decision = cfg.trust_region.policy.decide(radius, f - f_trial, pred,
-                                                  self._nearly_full(child, x_c))
-        if solver.memory is not None and is_finite(f_trial, g_trial):
+        usable = is_finite(f_trial, g_trial)  # a NaN gradient fails the trial like a NaN loss
+        decision = cfg.trust_region.policy.decide(radius, f - f_trial if usable else math.nan,
+                                                  pred, self._nearly_full(child, x_c))
+        if solver.memory is not None and usable:
             solver.memory.update(s, g_trial - g)
         if separate:
             self.correction_radii[level] = decision.radius

@@ -1,6 +1,6 @@
 """Transfer operators between the flat parameter vectors of a coarse and a fine level.
 
-Notation (ALGORITHMS.md §2.1): ``n_c``/``n_f`` the lengths of the coarse/fine flat parameter
+Notation (docs/algorithms.md §2.1): ``n_c``/``n_f`` the lengths of the coarse/fine flat parameter
 vectors (in the order of ``model.parameters()``), ``prolong = P ∈ R^{n_f×n_c}`` (coarse correction
 → fine correction), ``restrict = R ∈ R^{n_c×n_f}`` (fine gradient → coarse; ``R = s·Pᵀ`` with
 ``s = restriction_scale``, 1 by default), ``inject = Π ∈ R^{n_c×n_f}`` (fine iterate → coarse
@@ -379,7 +379,7 @@ class IdentityTransfer:
     """``P = R = Π = I`` on vectors of length ``n``: levels that share their parameters.
 
     The transfer of data (loss) hierarchies, where a coarse level evaluates the same network on
-    fewer samples or collocation points (ALGORITHMS.md §2.1). Every map returns a copy, so a
+    fewer samples or collocation points (docs/algorithms.md §2.1). Every map returns a copy, so a
     caller may modify the result in place.
     """
 

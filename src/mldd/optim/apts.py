@@ -263,7 +263,7 @@ class APTS(FlatOptimizer):
                 "for decomposition='data')")
         problem = self._problem(closure)
         x = params_to_vector(self._params)
-        result = self._solver.iterate(problem, x)
+        result = self._iterate_or_restore(problem, x)
         vector_to_params(result.x, self._params)
         self.last_info = {**result.info, "decomposition": self.resolved_decomposition}
         return torch.tensor(result.f_start, dtype=self._params[0].dtype)

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
+from mldd import closures
 from mldd.linalg.flat import params_to_vector, vector_to_params
 from mldd.objective import ClosureError, EvalCounters, ParamsObjective
 from mldd.solvers.base import IterationResult
@@ -38,6 +39,7 @@ class Solver(Protocol):
 
 
 _STATE_KEY = "solver"
+_OWNER_KEY = "saved_by"
 
 
 def _hooked_step(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,6 +83,16 @@ def _run_step_hooks(func: Callable[..., Any], opt: Optimizer, args: tuple[Any, .
     return out
 
 
+def _require_plain(closure: Callable[..., Tensor], method: str) -> None:
+    """A :class:`ClosureError` unless ``closure`` can be called without arguments."""
+    if closures.closure_kind(closure) != "plain" and closures.required_args(closure) > 0:
+        raise ClosureError(
+            f"{method}.step needs a plain closure() -> loss, got one that takes "
+            f"{closures.required_args(closure)} argument(s) (closure(model) and "
+            "closure(model, rows) are for multilevel and data-decomposition methods); "
+            "e.g. `optimizer.step(lambda: loss_fn(model(x), y))`")
+
+
 class FlatOptimizer(Optimizer, ABC):
     """Base of the single-vector optimizers; subclasses implement :meth:`_build_solver`.
 
@@ -114,6 +126,7 @@ class FlatOptimizer(Optimizer, ABC):
         self.counters = EvalCounters()
         self._solver: Solver = self._build_solver(self._hyper())
         self.last_info: dict[str, Any] = {}
+        self._plain_closure: Any = None
 
     def _hyper(self) -> dict[str, Any]:
         return {k: self.param_groups[0][k] for k in self._hyper_keys}
@@ -156,13 +169,26 @@ class FlatOptimizer(Optimizer, ABC):
             raise ClosureError(
                 f"{type(self).__name__}.step needs a closure that re-evaluates the loss, e.g. "
                 "`optimizer.step(lambda: loss_fn(model(x), y))`")
+        if closure is not self._plain_closure:  # checked once per closure object
+            _require_plain(closure, type(self).__name__)
+            self._plain_closure = closure
         objective = self._objective(closure)
         x = params_to_vector(self._params)
-        result = self._solver.iterate(objective, x)
+        result = self._iterate_or_restore(objective, x)
         self._write_back(result.x, objective)
         self.last_info = result.info
         # scalar_tensor: a fifth of torch.tensor's cost, paid once per iteration.
         return torch.scalar_tensor(result.f_start, dtype=self._params[0].dtype)
+
+    def _iterate_or_restore(self, objective: Any, x: Tensor) -> IterationResult:
+        """``self._solver.iterate(objective, x)``; if it raises (the closure failed, Ctrl-C), the
+        parameters are put back to ``x``, the last accepted iterate, before re-raising: a trial
+        point the closure was evaluating must not stay in the model."""
+        try:
+            return self._solver.iterate(objective, x)
+        except BaseException:
+            vector_to_params(x, self._params)
+            raise
 
     def _write_back(self, x: Tensor, objective: Any) -> None:
         """Put the new iterate ``x`` into the parameters, unless the objective shows that its
@@ -175,14 +201,25 @@ class FlatOptimizer(Optimizer, ABC):
         """The objective the solver iterates on for this step's ``closure``."""
         return ParamsObjective(self._params, closure, counters=self.counters)
 
+    def _n_params(self) -> int:
+        return sum(p.numel() for p in self._params)
+
     def state_dict(self) -> dict[str, Any]:
-        """torch's state dict, with the whole solver state under the first parameter's entry."""
-        self.state[self._params[0]][_STATE_KEY] = self._solver.state_dict()
-        self.state[self._params[0]]["last_info"] = dict(self.last_info)
+        """torch's state dict, with the whole solver state under the first parameter's entry
+        (and the optimizer's class and flat length, which :meth:`load_state_dict` checks)."""
+        entry = self.state[self._params[0]]
+        entry[_STATE_KEY] = self._solver.state_dict()
+        entry["last_info"] = dict(self.last_info)
+        entry[_OWNER_KEY] = {"optimizer": type(self).__name__, "n_params": self._n_params()}
         return super().state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore hyper-parameters and the full solver state."""
+        """Restore hyper-parameters and the full solver state.
+
+        Raises:
+            ValueError: the state was saved by another optimizer class or for a different number
+                of parameters (nothing is changed then).
+        """
         # torch's loader casts nested values (and mangles strings), so the solver state is taken
         # out before handing the rest to torch, and restored from an exact deep copy.
         state = dict(state_dict.get("state", {}))
@@ -190,6 +227,16 @@ class FlatOptimizer(Optimizer, ABC):
         if _STATE_KEY not in entry:
             raise ValueError(f"this state_dict has no {type(self).__name__} solver state; "
                              "was it saved by a different optimizer?")
+        owner = entry.pop(_OWNER_KEY, None)  # absent in checkpoints of mldd before 2026-11-25
+        if owner is not None:
+            name, n = owner["optimizer"], int(owner["n_params"])
+            if name != type(self).__name__:
+                raise ValueError(f"this state_dict was saved by {name}, not "
+                                 f"{type(self).__name__}; load it into {name}")
+            if n != self._n_params():
+                raise ValueError(
+                    f"this state_dict was saved for {n} parameters (the flat vector's length); "
+                    f"this {type(self).__name__} has {self._n_params()}: is it the same model?")
         solver_state = copy.deepcopy(entry.pop(_STATE_KEY))
         last_info = copy.deepcopy(entry.pop("last_info", {}))
         state[0] = entry

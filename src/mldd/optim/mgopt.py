@@ -64,7 +64,7 @@ class MGOpt(MultilevelOptimizer):
         *,
         hierarchy: Hierarchy | None = None,
         model: nn.Module | None = None,
-        levels: int = 3,
+        levels: int | None = None,
         coarsen: str | Iterable[str] = "depth",
         n_rows: int | None = None,
         hierarchy_options: Mapping[str, Any] | None = None,

@@ -60,7 +60,7 @@ class MOFFO(MultilevelOptimizer):
         *,
         hierarchy: Hierarchy | None = None,
         model: nn.Module | None = None,
-        levels: int = 3,
+        levels: int | None = None,
         coarsen: str | Iterable[str] = "depth",
         n_rows: int | None = None,
         hierarchy_options: Mapping[str, Any] | None = None,

@@ -24,6 +24,7 @@ the injection ``Π x`` of the finer iterate, so they never carry information bet
 
 from __future__ import annotations
 
+import inspect
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -46,7 +47,7 @@ def resolve_hierarchy(
     params: list[Tensor],
     hierarchy: Hierarchy | None,
     model: nn.Module | None,
-    levels: int,
+    levels: int | None,
     coarsen: str | Iterable[str],
     n_rows: int | None,
     build_options: Mapping[str, Any] | None,
@@ -55,21 +56,34 @@ def resolve_hierarchy(
     """The hierarchy an optimizer runs on: the one given, one built from ``model``, or ``None``
     (one level on ``params``, no model known).
 
+    ``levels=None`` means 3 when a hierarchy is built from ``model``, one level without it.
+
     Raises:
-        ValueError: both ``hierarchy`` and ``model`` given, or ``params`` are not exactly the
-            finest level's ``model.parameters()`` (same tensors, same order).
+        ValueError: both ``hierarchy`` and ``model`` given, ``levels > 1`` or hierarchy options
+            without either, or ``params`` are not exactly the finest level's
+            ``model.parameters()`` (same tensors, same order).
     """
     if hierarchy is not None and model is not None:
         raise ValueError(f"{owner}: pass either hierarchy= or model= (to build one), not both")
     if hierarchy is None and model is None:
         if build_options:
             raise ValueError(f"{owner}: hierarchy options {sorted(build_options)} need model=")
+        if levels is not None and levels != 1:
+            raise ValueError(
+                f"{owner}: levels={levels!r} needs model= (the network to coarsen) or "
+                "hierarchy=; without them the method runs on one level (levels=1)")
         return None
     if hierarchy is None:
         assert model is not None
         coarsen_arg = coarsen if isinstance(coarsen, str) else tuple(coarsen)
-        hierarchy = Hierarchy.build(model, levels, coarsen_arg, n_rows=n_rows,
-                                    **dict(build_options or {}))
+        known = set(inspect.signature(Hierarchy.build).parameters) - {
+            "cls", "model", "levels", "coarsen", "n_rows"}
+        unknown = sorted(set(build_options or {}) - known)
+        if unknown:
+            raise ValueError(f"{owner}: unknown hierarchy option(s) {unknown}; allowed: "
+                             f"{sorted(known)} (see Hierarchy.build)")
+        hierarchy = Hierarchy.build(model, 3 if levels is None else levels, coarsen_arg,
+                                    n_rows=n_rows, **dict(build_options or {}))
     if not isinstance(hierarchy, Hierarchy):
         raise ValueError(f"{owner}: hierarchy must be a mldd.multilevel.Hierarchy, got "
                          f"{type(hierarchy).__name__}")
@@ -137,7 +151,7 @@ class MultilevelOptimizer(FlatOptimizer):
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]],
                  defaults: dict[str, Any], *, hierarchy: Hierarchy | None,
-                 model: nn.Module | None, levels: int, coarsen: str | Iterable[str],
+                 model: nn.Module | None, levels: int | None, coarsen: str | Iterable[str],
                  n_rows: int | None, hierarchy_options: Mapping[str, Any] | None) -> None:
         groups: list[Any] = []
         flat: list[Tensor] = []
@@ -154,6 +168,18 @@ class MultilevelOptimizer(FlatOptimizer):
         self.hierarchy = resolve_hierarchy(flat, hierarchy, model, levels, coarsen, n_rows,
                                            hierarchy_options, self.method_name)
         self.n_levels = 1 if self.hierarchy is None else len(self.hierarchy)
+        if self.n_levels > 1:
+            assert self.hierarchy is not None and self.hierarchy.finest.model is not None
+            frozen = [name for name, p in self.hierarchy.finest.model.named_parameters()
+                      if not p.requires_grad]
+            if frozen:
+                # Coarse corrections are prolongated onto every fine parameter (a coarse block
+                # mixes its neighbours), so a frozen one would move.
+                raise ValueError(
+                    f"{self.method_name}: the model has parameters with requires_grad=False "
+                    f"({', '.join(frozen[:5])}{', …' if len(frozen) > 5 else ''}); multilevel "
+                    "methods train every parameter of a hierarchy. Unfreeze them, or use a "
+                    "single-level method (TrustRegion, LBFGS) on the trainable ones")
         super().__init__(groups, defaults)
 
     def _check_schedule(self, schedule: Any) -> None:
@@ -271,7 +297,7 @@ class MultilevelOptimizer(FlatOptimizer):
         problem = self._problem(closure)  # type: ignore[arg-type]
         self._before_step()
         x = params_to_vector(self._params)
-        result = self._solver.iterate(problem, x)
+        result = self._iterate_or_restore(problem, x)
         vector_to_params(result.x, self._params)
         info = dict(result.info)
         info["grad_evals"] = info.get("cost", problem.cost())

@@ -38,7 +38,8 @@ class RMTR(MultilevelOptimizer):
         model: alternatively, the fine network; a hierarchy is built with
             ``Hierarchy.build(model, levels, coarsen, n_rows=n_rows, **hierarchy_options)``.
         levels, coarsen, n_rows, hierarchy_options: see :meth:`Hierarchy.build` (defaults 3,
-            ``"depth"``).
+            ``"depth"``). Without ``model=`` or ``hierarchy=`` the method runs on one level, and
+            ``levels > 1`` is an error.
         cycle: ``"V"`` (default) or ``"W"``.
         pre_smoothing, post_smoothing: trust-region trials per smoothing phase (0, 1).
         pre_successes, post_successes: stop a phase after this many accepted steps (1, 1).
@@ -93,7 +94,7 @@ class RMTR(MultilevelOptimizer):
         *,
         hierarchy: Hierarchy | None = None,
         model: nn.Module | None = None,
-        levels: int = 3,
+        levels: int | None = None,
         coarsen: str | Iterable[str] = "depth",
         n_rows: int | None = None,
         hierarchy_options: Mapping[str, Any] | None = None,

@@ -2,7 +2,7 @@
 
 Thin ``torch.optim`` shells over :class:`mldd.decomposition.spqn.SPQNSolver`; one :meth:`step` is
 one outer iteration (local phase + combination + global L-BFGS step). See the solver module for
-the algorithm and ALGORITHMS.md §3.2–3.3.
+the algorithm and docs/algorithms.md §3.2–3.3.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ class TrustRegion(FlatOptimizer):
 
     Each step minimises ``m(s) = f + gᵀs + ½ sᵀBs`` over ``‖s‖ ≤ Δ`` and accepts the trial
     ``x + s`` when ``ρ = (f(x) − f(x+s)) / (m(0) − m(s)) > ρ_tol``; the radius shrinks
-    (×0.25 if ρ < 0.05) or grows (×2.5 if ρ > 0.9) — ALGORITHMS.md §1.3. A trial with a NaN/Inf
+    (×0.25 if ρ < 0.05) or grows (×2.5 if ρ > 0.9) — docs/algorithms.md §1.3. A trial with a NaN/Inf
     loss is rejected, so the parameters always hold the last good point.
 
     Args:

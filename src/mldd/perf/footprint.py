@@ -8,7 +8,7 @@ For one (problem, method) pair a child process
    or on a batch of the method's mini-batch size; median of 5 after one warm-up);
 3. trains for ``seconds`` with the method through the normal :class:`~mldd.train.Trainer`, and
    reads the iterations ``k``, the gradient evaluations ``G`` (fine-gradient equivalents,
-   ALGORITHMS.md §1.5) and the training time ``T``;
+   docs/algorithms.md §1.5) and the training time ``T``;
 4. reads the peak resident memory (``ru_maxrss``) of the whole process.
 
 The *overhead* is the time per iteration that is not explained by the gradient evaluations the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +44,19 @@ def get(name: str, **options: Any) -> Problem:
 
     Raises:
         KeyError: for an unknown name; the message lists the known names.
+        TypeError: for an option the problem does not take; the message lists those it takes.
     """
     if name not in _REGISTRY:
         raise KeyError(f"unknown problem {name!r}; known problems: {', '.join(available())}")
-    return _REGISTRY[name](**options)
+    builder = _REGISTRY[name]
+    try:
+        params = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):  # no signature to check against
+        params = None
+    if params is not None and not any(p.kind == p.VAR_KEYWORD for p in params):
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for k in options:
+            if k not in names:
+                raise TypeError(f"problem {name!r} has no option {k!r}; allowed: "
+                                f"{', '.join(names) or '(none)'}")
+    return builder(**options)

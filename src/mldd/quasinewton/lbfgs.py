@@ -71,7 +71,7 @@ class LBFGSMemory:
     """
 
     def __init__(self, history: int = 10, *, curvature_eps: float = 1e-10) -> None:
-        if not isinstance(history, int) or history < 1:
+        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise ValueError(f"history must be an integer >= 1, got {history!r}")
         if not math.isfinite(curvature_eps) or curvature_eps < 0:
             raise ValueError(f"curvature_eps must be finite and >= 0, got {curvature_eps!r}")

@@ -77,7 +77,7 @@ class LSR1Memory:
         gamma_init: float = 1.0,
         gamma_rule: str = "fixed",
     ) -> None:
-        if not isinstance(history, int) or history < 1:
+        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise ValueError(f"history must be an integer >= 1, got {history!r}")
         if not math.isfinite(skip_tol) or skip_tol < 0:
             raise ValueError(f"skip_tol must be finite and >= 0, got {skip_tol!r}")

@@ -12,7 +12,7 @@ One iteration from ``x`` with radius ``Δ``:
    arithmetic at a fraction of the cost);
 3. the trial loss ``f(x+s)``, the ratio ``ρ = (f(x) − f(x+s)) / (m(0) − m(s))``, acceptance and
    the radius update by :class:`~mldd.globalization.TrustRegionPolicy`; a non-finite trial loss
-   is a rejection (the iterate does not move);
+   or gradient is a rejection (the iterate does not move);
 4. the quasi-Newton pair ``(s, ∇f(x+s) − ∇f(x))`` is offered to the memory after every trial,
    accepted or not (the pair carries curvature information either way).
 
@@ -24,6 +24,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ class TrustRegionConfig:
             for the Hessian (OBS for L-SR1, CG otherwise).
         norm: ``"l2"`` or ``"linf"`` (box) trust region.
         radius: initial radius Δ0 (default 1).
-        policy: the ratio-test parameters (defaults of ALGORITHMS.md §1.3).
+        policy: the ratio-test parameters (defaults of docs/algorithms.md §1.3).
         cg_rtol: relative residual at which truncated CG stops (default 0.1).
         cg_max_iter: CG iteration cap (default ``None``: the dimension, capped at 250).
         tolerance_grad: stop when ``‖g‖₂ ≤ tolerance_grad`` (default 1e-9).
@@ -101,12 +102,12 @@ class TrustRegionConfig:
             raise ValueError(
                 "subproblem='obs' solves L-SR1 models exactly and needs hessian='lsr1', "
                 f"got hessian={self.hessian!r}; use 'cg' or 'cauchy'")
-        if not isinstance(self.memory, int) or self.memory < 1:
+        if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 1:
             raise ValueError(f"memory must be an integer >= 1, got {self.memory!r}")
         check_positive(self, ("radius", "cg_rtol"))
         check_positive(self, ("tolerance_grad",), allow_zero=True)
         cap = self.cg_max_iter
-        if cap is not None and (not isinstance(cap, int) or cap < 1):
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
             raise ValueError(f"cg_max_iter must be None or an integer >= 1, got {cap!r}")
 
 
@@ -233,9 +234,12 @@ class TrustRegionSolver:
         x_trial = x + s
         ft, g_trial = trial_eval(x_trial)
         f_trial = float(ft)
-        decision = cfg.policy.decide(self.radius, f - f_trial, sub.predicted_reduction,
-                                     sub.on_boundary)
-        if self.memory is not None and g_trial is not None and is_finite(f_trial, g_trial):
+        usable = is_finite(f_trial, g_trial)
+        # A finite loss with a NaN/Inf gradient is no place to continue from (the next
+        # iteration could not step): the trial counts as failed, like a NaN loss.
+        decision = cfg.policy.decide(self.radius, f - f_trial if usable else math.nan,
+                                     sub.predicted_reduction, sub.on_boundary)
+        if self.memory is not None and g_trial is not None and usable:
             self.memory.update(s, g_trial - g)
         self.n_iter += 1
         info.update(rho=decision.rho, radius=self.radius,

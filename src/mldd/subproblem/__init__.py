@@ -24,7 +24,7 @@ from mldd.quasinewton.lsr1 import LSR1Memory
 from mldd.subproblem.base import NORMS, Matvec, SubproblemResult
 from mldd.subproblem.cauchy import cauchy_point
 from mldd.subproblem.obs import solve_obs
-from mldd.subproblem.steihaug_cg import steihaug_cg
+from mldd.subproblem.steihaug_cg import steihaug_cg, steihaug_cg_in_span
 
 __all__ = [
     "NORMS",
@@ -35,6 +35,7 @@ __all__ = [
     "solve",
     "solve_obs",
     "steihaug_cg",
+    "steihaug_cg_in_span",
 ]
 
 SOLVERS = ("cauchy", "cg", "obs")

@@ -47,11 +47,13 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, dotted keys: method.lr=1e-3, "
                    "method.hierarchy_options.data_ratio=0.125 (repeatable)")
-    p.add_argument("--budget", type=float, dest="budget_s", help="training-time budget in seconds")
+    p.add_argument("--budget", type=float, dest="budget_s",
+                   help="training-time budget in seconds (default 60)")
     p.add_argument("--max-grad-evals", type=int, help="gradient-evaluation budget")
     p.add_argument("--max-iters", type=int, help="iteration budget")
     p.add_argument("--target", type=float, help="stop when the metric reaches this value")
-    p.add_argument("--out", help="run directory (default runs/<problem>_<method>)")
+    p.add_argument("--out", help="run directory (default runs/<problem>_<method>; with "
+                   "--config, the config's out, else runs/latest)")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch threads (default 2)")
     p.add_argument("--dtype", choices=["float32", "float64"])
@@ -83,7 +85,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--budget", type=float, help="per-run budget in seconds (overrides the suite)")
     p.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
     p.add_argument("--quick", action="store_true",
-                   help="divide budgets by the suite's factor (10), fewer collocation points")
+                   help="divide budgets by the suite's factor (10 for most suites), fewer "
+                   "collocation points")
     p.add_argument("--problems", help="comma-separated subset of the suite's problems")
     p.add_argument("--methods", help="comma-separated subset of the suite's method labels")
     p.add_argument("--reuse", action="store_true",
@@ -177,8 +180,10 @@ def _num(x: Any) -> str:
 def _cmd_bench_core(args: argparse.Namespace) -> int:
     from mldd.perf.core import run_core_benchmark
 
+    _bench_checks(args)
     out = Path(args.out or Path("benchmarks") / "results" / "core")
-    run_core_benchmark(out, threads=args.threads or 2, quick=args.quick)
+    run_core_benchmark(out, threads=2 if args.threads is None else args.threads,
+                       quick=args.quick)
     con = _console()
     con.print((out / "report.md").read_text())
     con.print(f"wrote {out / 'report.md'}")
@@ -194,6 +199,7 @@ _PARALLEL_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 def _cmd_bench_parallel(args: argparse.Namespace) -> int:
     from mldd.perf.parallel import format_parallel, measure_parallel_efficiency
 
+    _bench_checks(args)
     if args.nproc < 2:
         raise UsageError(f"--nproc must be >= 2 for 'parallel', got {args.nproc}")
     out = Path(args.out or Path("benchmarks") / "results" / "parallel")

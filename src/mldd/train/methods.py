@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -510,6 +511,9 @@ def _with_model(cls_name: str) -> Builder:
         if model is not None:
             kw["model"] = model
         accepted = _kwonly(cls_name)()
+        if kw.get("coarsen") == "auto":
+            kw["coarsen"] = _auto_coarsen(cls_name, model, kw.get("levels"),
+                                          mini_batch=opts.get("batch_size") is not None)
         wants_rows = "data" in str(kw.get("decomposition", "")) or "data" in str(
             kw.get("coarsen", ""))
         if "n_rows" in accepted and kw.get("n_rows") is None and wants_rows:
@@ -531,6 +535,28 @@ def _with_model(cls_name: str) -> Builder:
         return _mldd_optimizer(cls_name, params, kw)
 
     return build
+
+
+def _auto_coarsen(cls_name: str, model: Any, levels: int | None, *, mini_batch: bool) -> str:
+    """``coarsen="auto"``: ``"depth"`` when ``model`` is a residual network deep enough for
+    ``levels`` levels (the hierarchy the multilevel papers use), else, saying so on the log,
+    ``"data"`` for full-batch runs (coarse losses on subsets of the rows) and ``"width"`` for
+    mini-batch runs (whose last batch of an epoch may be smaller than the rows a data level
+    indexes); both work with any network."""
+    from mldd.multilevel.hierarchy import check_depth_coarsenable
+
+    n = (3 if levels is None else int(levels)) - 1
+    if n < 1:
+        return "depth"
+    try:
+        check_depth_coarsenable(model, n)
+    except ValueError as e:
+        fallback = "width" if mini_batch else "data"
+        logging.getLogger("mldd.train").info(
+            "%s: %s; using %s levels instead (for depth levels: problem.network=resmlp with a "
+            "depth that works, and method.coarsen=depth)", cls_name.lower(), e, fallback)
+        return fallback
+    return "depth"
 
 
 def _has_rows(problem: Problem) -> bool:
@@ -606,17 +632,19 @@ register_method(
 register_method(
     "mgopt",
     _with_model("MGOpt"),
-    defaults={"levels": 3, "coarsen": "depth"},
+    defaults={"levels": 3, "coarsen": "auto"},
     full_batch=True,
-    description="mldd.optim.MGOpt: multilevel cycle with a line search on the coarse correction",
+    description="mldd.optim.MGOpt: multilevel cycle with a line search on the coarse correction "
+    "(coarsen='auto': depth levels for a residual network deep enough, else data levels)",
     extra_options=_kwonly("MGOpt"),
 )
 register_method(
     "moffo",
     _with_model("MOFFO"),
-    defaults={"levels": 3, "coarsen": "depth", "lr": MOFFO_DEFAULT_LR, "scale": "rms"},
+    defaults={"levels": 3, "coarsen": "auto", "lr": MOFFO_DEFAULT_LR, "scale": "rms"},
     full_batch=False,
-    description="mldd.optim.MOFFO: objective-function-free multilevel AdaGrad [GKT23]",
+    description="mldd.optim.MOFFO: objective-function-free multilevel AdaGrad [GKT23] "
+    "(coarsen='auto': depth levels for a residual network deep enough, else width levels)",
     extra_options=_kwonly("MOFFO"),
 )
 

@@ -8,7 +8,7 @@ measures each method's optimizer overhead and peak memory in fresh processes
 
 1. a headline table: per problem, each method's speed-up to the first target
    (``time(baseline) / time(method)``) and its final metric;
-2. the comparison with the published figures (ALGORITHMS.md §4) and what differs;
+2. the comparison with the published figures (docs/algorithms.md §4) and what differs;
 3. overhead and memory per method;
 4. the generic per-problem tables and plots of :mod:`mldd.train.report`.
 
@@ -42,7 +42,7 @@ from mldd.train.report import (
 
 logger = logging.getLogger("mldd.bench")
 
-# ALGORITHMS.md §4, from [KKKK24] (P100 GPUs, float64, 10,000 points): the best mean relative
+# docs/algorithms.md §4, from [KKKK24] (P100 GPUs, float64, 10,000 points): the best mean relative
 # L2 error L-BFGS attains, and the minutes L-BFGS, ASPQN (on N GPUs) and MSPQN (one GPU) need
 # to reach it. These are the published numbers we compare against, not results of ours.
 PUBLISHED_SPQN: dict[str, dict[str, Any]] = {
@@ -220,9 +220,9 @@ def published_comparison(index: dict[str, Any]) -> list[str]:
             "best in budget) | our MSPQN speed-up | our ASPQN speed-up (serial) | our best "
             "error: L-BFGS h3 / MSPQN / ASPQN |")
     lines = ["## Beside the published figures", "",
-             "Published: [KKKK24] (ALGORITHMS.md §4) — minutes to the best mean relative L2 error "
-             "L-BFGS attains. Ours: seconds to the best error torch L-BFGS (history 3, float64) "
-             "reaches within our budget, the same rule at a far smaller budget.", "",
+             "Published: [KKKK24] (docs/algorithms.md §4) — minutes to the best mean relative L2 "
+             "error L-BFGS attains. Ours: seconds to the best error torch L-BFGS (history 3, "
+             "float64) reaches within our budget, the same rule at a far smaller budget.", "",
              head, "|" + "---|" * 10]
     for problem, pub in PUBLISHED_SPQN.items():
         runs = runs_all.get(problem)

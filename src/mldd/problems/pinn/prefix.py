@@ -1,7 +1,7 @@
 """Cheap layer-local PINN losses: cache what the frozen layers before a block compute.
 
 While only a contiguous block of layers ``[a, b]`` of an MLP is optimised (a subdomain of a
-layer-wise Schwarz method, ALGORITHMS.md §3.2), the layers ``0 … a−1`` are frozen, so the jet
+layer-wise Schwarz method, docs/algorithms.md §3.2), the layers ``0 … a−1`` are frozen, so the jet
 (value and input derivatives, :mod:`mldd.models.jets`) at the input of layer ``a`` is the same at
 every local evaluation. It is computed once, without a graph, and reused; each local evaluation
 then
@@ -60,7 +60,7 @@ from mldd.models.jets import (
     split_output,
     supports_jets,
 )
-from mldd.objective import EvalCounters, MatVec, Objective
+from mldd.objective import EvalCounters, MatVec, Objective, grads_wrt
 from mldd.problems.base import PINNProblem
 
 #: How many (points, channels) prefix jets a :class:`BlockNetwork` keeps (collocation points
@@ -349,24 +349,23 @@ class BlockObjective(Objective):
         params = self.block.parameters
         with torch.enable_grad():
             loss = self.block.loss()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-        return loss.detach(), flatten(list(grads), like=params)
+            grads = grads_wrt(loss, params)
+        return loss.detach(), flatten(grads, like=params)
 
     def _linearize(self, z: Tensor) -> tuple[Tensor, Tensor, MatVec]:
         self._load(z)
         params = self.block.parameters
         with torch.enable_grad():
             loss = self.block.loss()
-            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        gflat = flatten(list(grads), like=params)
+            grads = grads_wrt(loss, params, create_graph=True)
+        gflat = flatten(grads, like=params)
 
         def hv(v: Tensor) -> Tensor:
             if not gflat.requires_grad:
                 return torch.zeros_like(v)
             with torch.enable_grad():
-                out = torch.autograd.grad(gflat, params, grad_outputs=v, retain_graph=True,
-                                          allow_unused=True)
-            return flatten(list(out), like=params).detach()
+                out = grads_wrt(gflat, params, grad_outputs=v, retain_graph=True)
+            return flatten(out, like=params).detach()
 
         return loss.detach(), gflat.detach(), hv
 
