@@ -9,7 +9,8 @@ The loop below is what a torch user already has: a model, a loss, a closure that
     + optimizer = mldd.optim.TrustRegion(model.parameters())
 
 ``TrustRegion`` needs no learning rate (the radius adapts by the ratio test), never steps onto a
-NaN/Inf loss, and reports why it stopped. Run::
+NaN/Inf loss, and reports why it stopped. (``mldd.optim.LBFGS(model.parameters(), memory=10)``
+is the closest drop-in for torch's L-BFGS: the same iterations, one per ``step``.) Run::
 
     python examples/plain_pytorch_to_mldd.py            # mldd TrustRegion
     python examples/plain_pytorch_to_mldd.py --torch    # the original torch loop, for comparison
@@ -44,8 +45,11 @@ def main() -> None:
     loss_fn = torch.nn.CrossEntropyLoss()
 
     if args.torch:
+        # max_iter=1: one step() is one iteration, as for mldd's optimizers, so the loops compare
+        # step for step. max_eval must then be given: torch derives max_eval = 1 from
+        # max_iter = 1, which would stop its line search after one trial.
         optimizer = torch.optim.LBFGS(model.parameters(), history_size=10, max_iter=1,
-                                      line_search_fn="strong_wolfe")
+                                      max_eval=25, line_search_fn="strong_wolfe")
     else:
         optimizer = mldd.optim.TrustRegion(model.parameters())  # change 2 of 2
 

@@ -68,6 +68,14 @@ def test_train_writes_run_dir(tmp_path, tiny: str, capsys) -> None:
         (["train", "--config", "missing.yaml"], "config file not found"),
         (["train", "--problem", "{tiny}", "--method", "adam", "--set", "method.lr_grid=[1e-3]",
           "--budget", "1"], "'lr_grid' is for `mldd bench`"),
+        (["train", "--problem", "{tiny}", "--method", "aspqn", "--set", "method.model=foo"],
+         "no option 'model'"),
+        (["train", "--problem", "{tiny}", "--method", "adam", "--set", "method.betas=0.9",
+          "--budget", "1"], "'betas' must be two numbers"),
+        (["train", "--problem", "{tiny}", "--method", "trust-region", "--set",
+          "method.reuse_evaluations=maybe", "--budget", "1"],
+         "reuse_evaluations must be True or False, got 'maybe'"),
+        (["bench", "core", "--threads", "0"], "--threads must be >= 1"),
         (["bench", "nope"], "unknown suite 'nope'"),
         (["plot", "."], "neither a run directory"),
     ],
@@ -127,3 +135,38 @@ def test_bench_paper_bad_arguments(tmp_path, capsys, args: list[str], message: s
     captured = capsys.readouterr()
     assert message in captured.out + captured.err
     assert not (tmp_path / "p" / "bench.json").exists()
+
+
+def test_resume_refuses_other_runs_and_a_fresh_run_clears_the_old_checkpoint(
+        tmp_path, tiny: str, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["-q", "train", "--problem", tiny, "--budget", "0.2", "--threads", "1", "--no-plots"]
+    assert main([*base, "--method", "trust-region", "--out", str(out),
+                 "--checkpoint-every", "100"]) == 0
+    ck = out / "checkpoint.pt"
+    assert ck.is_file()
+    capsys.readouterr()
+    cases = [
+        (["--method", "adam"], "written by a run with method 'trust-region'; this run's "
+                               "method is 'adam'"),
+        (["--method", "trust-region", "--set", "problem.n=7"], None),  # same names: loads
+    ]
+    for extra, message in cases:
+        code = main([*base, *extra, "--out", str(tmp_path / "other"), "--resume", str(ck)])
+        err = capsys.readouterr().err
+        if message is None:
+            assert code == 0, err
+        else:
+            assert code == 2 and message in err
+            assert not (tmp_path / "other").exists()  # nothing written for a refused run
+    bad = tmp_path / "garbage.pt"
+    bad.write_text("garbage\n")
+    assert main([*base, "--method", "adam", "--out", str(tmp_path / "g"), "--resume",
+                 str(bad)]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+    assert main([*base, "--method", "adam", "--out", str(tmp_path / "g"), "--resume",
+                 str(tmp_path / "missing.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    # A fresh run (no --resume) into the old directory removes the old run's checkpoint.
+    assert main([*base, "--method", "adam", "--out", str(out)]) == 0
+    assert not ck.exists()

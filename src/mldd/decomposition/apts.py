@@ -72,7 +72,7 @@ from mldd.decomposition.apts_local import (
 from mldd.decomposition.executors import Executor, SerialExecutor
 from mldd.globalization.trust_region import TrustRegionPolicy
 from mldd.objective import EvalCounters
-from mldd.solvers.base import IterationResult, check_choice, check_positive, is_finite
+from mldd.solvers.base import IterationResult, check_bools, check_choice, check_positive, is_finite
 from mldd.solvers.trust_region import TrustRegionConfig, TrustRegionSolver
 
 HESSIANS = ("lsr1", "lbfgs", "none")
@@ -135,6 +135,7 @@ class APTSConfig:
     reuse_evaluations: bool = True
 
     def __post_init__(self) -> None:
+        check_bools(self)
         for name in ("local_iters", "memory"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

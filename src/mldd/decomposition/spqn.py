@@ -96,6 +96,7 @@ from mldd.quasinewton import LBFGSMemory
 from mldd.solvers.base import (
     EvaluationCache,
     IterationResult,
+    check_bools,
     check_choice,
     check_positive,
     evaluate_at,
@@ -216,6 +217,7 @@ class SPQNConfig:
     groups: int | None = None
 
     def __post_init__(self) -> None:
+        check_bools(self)
         check_choice("variant", self.variant, VARIANTS)
         check_choice("globalization", self.globalization, GLOBALIZATIONS)
         check_positive(self, ("radius",))

@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from mldd.solvers.base import check_bools
+
 
 @dataclass(frozen=True)
 class TRDecision:
@@ -71,6 +73,7 @@ class TrustRegionPolicy:
     expand_on_boundary_only: bool = False
 
     def __post_init__(self) -> None:
+        check_bools(self)
         checks = [
             (0.0 <= self.rho_tol <= self.eta1, "need 0 <= rho_tol <= eta1", self.rho_tol),
             (self.eta1 <= self.eta2 < 1.0 + 1e-12, "need eta1 <= eta2 <= 1", self.eta2),

@@ -61,6 +61,7 @@ from mldd.objective import Objective
 from mldd.solvers.base import (
     EvaluationCache,
     IterationResult,
+    check_bools,
     check_choice,
     check_positive,
     evaluate_at,
@@ -244,6 +245,7 @@ class MGOptConfig:
     reuse_evaluations: bool = True
 
     def __post_init__(self) -> None:
+        check_bools(self)
         check_choice("cycle", self.cycle, tuple(CYCLES))
         check_choice("coarse_model", self.coarse_model, COARSE_MODELS)
         check_choice("descent_reference", self.descent_reference, DESCENT_REFERENCES)

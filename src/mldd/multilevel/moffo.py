@@ -85,7 +85,7 @@ from mldd.linalg.flat import all_finite
 from mldd.multilevel.coarse_models import build_coarse_model
 from mldd.multilevel.problem import MultilevelProblem, descent_test, per_level_configs
 from mldd.objective import Objective
-from mldd.solvers.base import IterationResult, check_choice, check_positive
+from mldd.solvers.base import IterationResult, check_bools, check_choice, check_positive
 
 __all__ = ["LEVEL_OPTIONS", "SCALES", "MOFFOConfig", "MOFFOSolver"]
 
@@ -132,6 +132,7 @@ class MOFFOConfig:
     kappa_s: float = 0.1
 
     def __post_init__(self) -> None:
+        check_bools(self)
         check_positive(self, ("sigma", "lr", "kappa_r"))
         check_choice("scale", self.scale, SCALES)
         check_positive(self, ("restricted_grad_tol",), allow_zero=True)

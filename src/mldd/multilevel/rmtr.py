@@ -109,6 +109,7 @@ from mldd.multilevel.transfers import Transfer
 from mldd.objective import MatVec, Objective
 from mldd.solvers.base import (
     IterationResult,
+    check_bools,
     check_choice,
     check_positive,
     evaluate_at,
@@ -193,6 +194,7 @@ class RMTRConfig:
     correction_radius: str = "separate"
 
     def __post_init__(self) -> None:
+        check_bools(self)
         if isinstance(self.trust_region, dict):
             self.trust_region = TrustRegionConfig(**self.trust_region)
         check_choice("cycle", self.cycle, tuple(CYCLES))

@@ -126,6 +126,15 @@ def check_positive(config: object, names: tuple[str, ...], *, allow_zero: bool =
             raise ValueError(f"{n} must be a finite number {bound}, got {v!r}")
 
 
+def check_bools(config: object) -> None:
+    """Raise a ValueError for any field of the dataclass ``config`` whose default is a bool but
+    whose value is not (``"no"`` would otherwise count as true)."""
+    for f in fields(config):  # type: ignore[arg-type]
+        v = getattr(config, f.name)
+        if isinstance(f.default, bool) and not isinstance(v, bool):
+            raise ValueError(f"{f.name} must be True or False, got {v!r}")
+
+
 def config_keys(cls: type) -> tuple[str, ...]:
     """The field names of a config dataclass (the keyword options an optimizer accepts)."""
     return tuple(f.name for f in fields(cls))

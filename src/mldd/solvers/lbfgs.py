@@ -35,6 +35,7 @@ from mldd.quasinewton import LBFGSMemory
 from mldd.solvers.base import (
     EvaluationCache,
     IterationResult,
+    check_bools,
     check_choice,
     check_positive,
     evaluate_at,
@@ -76,6 +77,7 @@ class LBFGSConfig:
     reuse_evaluations: bool = True
 
     def __post_init__(self) -> None:
+        check_bools(self)
         check_choice("line_search", self.line_search, LINE_SEARCHES)
         check_positive(self, ("memory", "lr", "max_ls"))
         check_positive(self, ("tolerance_grad", "tolerance_change", "curvature_eps"),

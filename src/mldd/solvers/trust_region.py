@@ -38,6 +38,7 @@ from mldd.quasinewton import LBFGSMemory, LSR1Memory
 from mldd.solvers.base import (
     EvaluationCache,
     IterationResult,
+    check_bools,
     check_choice,
     check_positive,
     evaluate_at,
@@ -90,6 +91,7 @@ class TrustRegionConfig:
     reuse_evaluations: bool = True
 
     def __post_init__(self) -> None:
+        check_bools(self)
         if isinstance(self.policy, dict):
             self.policy = TrustRegionPolicy(**self.policy)
         check_choice("hessian", self.hessian, HESSIANS)

@@ -141,8 +141,11 @@ class RichProgress(Callback):
     def on_train_begin(self, trainer: Trainer) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        # The bar, the share of the budget used and the elapsed time come first with fixed
+        # widths, so that on an 80-column terminal the metrics text is what gets cut.
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
+            BarColumn(bar_width=24), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+            TextColumn("{task.description}"), transient=False
         )
         self._progress.start()
         self._task = self._progress.add_task(self.label, total=1.0)

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     sub.add_parser("problems", help="list the problems")
     sub.add_parser("methods", help="list the methods")
+    for sp in sub.choices.values():
+        # Also after the subcommand (`mldd train -q ...`); SUPPRESS keeps the top-level value
+        # when the subcommand's flag is absent.
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
+        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress output")
     return parser
 
 
@@ -170,6 +177,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{s['time_s']:.1f} s ({_num(s['ms_per_grad_eval'])} ms each); stop: {s['stop_reason']}"
     )
     con.print(f"wrote {outcome.out}/{{config.yaml, metrics.csv, model.pt, summary.json}}")
+    if s["stop_reason"] == "nonfinite_loss":
+        sys.stderr.write("mldd train: warning: the loss became NaN/Inf and the run stopped there "
+                         "(a learning rate too large?)\n")
     return 0
 
 

@@ -224,6 +224,12 @@ def _positive(name: str, key: str, value: Any) -> None:
 
 def _build_adam(params: list[Tensor], problem: Problem, opts: Opts) -> torch.optim.Optimizer:
     _positive("adam", "lr", opts["lr"])
+    betas = opts.get("betas")
+    if betas is not None and not (
+            isinstance(betas, list | tuple) and len(betas) == 2
+            and all(isinstance(b, int | float) and not isinstance(b, bool) for b in betas)):
+        raise MethodError(f"method 'adam': option 'betas' must be two numbers such as "
+                          f"[0.9, 0.999], got {betas!r}")
     return torch.optim.Adam(params, **_kw(opts))
 
 
@@ -417,17 +423,26 @@ def _build_adam_lbfgs(params: list[Tensor], problem: Problem, opts: Opts) -> Ada
 # ---------------------------------------------------------------------------- mldd optimizers
 
 
+_NOT_OPTIONS = ("self", "params", "model", "executor", "hierarchy")
+
+
+def _init_params(cls_path: str) -> list[str]:
+    """Every keyword of ``mldd.optim.<cls_path>.__init__`` (ImportError if absent)."""
+    import mldd.optim as optim
+
+    cls = getattr(optim, cls_path, None)
+    if cls is None:
+        raise ImportError(f"mldd.optim.{cls_path} is not available")
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
+
+
 def _kwonly(cls_path: str) -> Callable[[], list[str]]:
-    """Keyword arguments of ``mldd.optim.<cls_path>.__init__`` (ImportError if absent)."""
+    """The options of ``mldd.optim.<cls_path>`` a user can set: its keywords, less the objects
+    the trainer passes itself (the network, the distributed executor) or that cannot be written
+    on a command line."""
 
     def names() -> list[str]:
-        import mldd.optim as optim
-
-        cls = getattr(optim, cls_path, None)
-        if cls is None:
-            raise ImportError(f"mldd.optim.{cls_path} is not available")
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p not in ("self", "params")]
+        return [p for p in _init_params(cls_path) if p not in _NOT_OPTIONS]
 
     return names
 
@@ -510,7 +525,7 @@ def _with_model(cls_name: str) -> Builder:
         model = opts["_context"].get("model")
         if model is not None:
             kw["model"] = model
-        accepted = _kwonly(cls_name)()
+        accepted = _init_params(cls_name)
         if kw.get("coarsen") == "auto":
             kw["coarsen"] = _auto_coarsen(cls_name, model, kw.get("levels"),
                                           mini_batch=opts.get("batch_size") is not None)

@@ -7,6 +7,7 @@ A run directory holds ``config.yaml`` (resolved), ``metrics.csv``, ``model.pt`` 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
 import random
@@ -85,7 +86,7 @@ def build_trainer(
     optimizer = build_optimizer(
         cfg.method.name, model.parameters(), problem, cfg.method.options, context
     )
-    return Trainer(
+    trainer = Trainer(
         problem,
         model,
         optimizer,
@@ -100,6 +101,8 @@ def build_trainer(
         seed=cfg.seed,
         callbacks=callbacks or [],
     )
+    trainer.run_info = {"problem": cfg.problem.name, "method": cfg.method.name}
+    return trainer
 
 
 def summarize(cfg: RunConfig, problem: Problem, result: TrainResult) -> dict[str, Any]:
@@ -171,14 +174,21 @@ def train(
         The :class:`RunOutcome`.
     """
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_yaml(cfg, out / "config.yaml")
     callbacks: list[Callback] = [CSVLogger(out / "metrics.csv")]
     if progress:
         callbacks.append(default_progress(label or f"{cfg.problem.name}/{cfg.method.name}"))
+    # Everything that can fail on bad input happens before the run directory is written.
     trainer = build_trainer(cfg, problem=problem, callbacks=callbacks, out=out)
     if resume is not None:
         trainer.resume(resume)
+    elif (out / "checkpoint.pt").exists():
+        # A fresh run into an old run directory: that run's checkpoint would sit beside this
+        # run's files as if it belonged to them.
+        (out / "checkpoint.pt").unlink()
+        logging.getLogger("mldd.train").info("removed the previous run's %s",
+                                             out / "checkpoint.pt")
+    out.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, out / "config.yaml")
     result, probe = run_probed(trainer)
     torch.save(trainer.model.state_dict(), out / "model.pt")
     summary = summarize(cfg, trainer.problem, result)

@@ -144,6 +144,9 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.out = Path(out) if out is not None else None
         self.seed = seed
+        #: what the run is (``problem``, ``method`` names): saved in checkpoints, and
+        #: :meth:`resume` refuses a checkpoint of another run. Set by :func:`build_trainer`.
+        self.run_info: dict[str, Any] = {}
         self.callbacks = list(callbacks)
 
         # Counters: everything below goes into the checkpoint.
@@ -302,6 +305,7 @@ class Trainer:
                 "numpy": np.random.get_state(),
                 "python": random.getstate(),
             },
+            "run": dict(self.run_info),
         }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
@@ -322,10 +326,41 @@ class Trainer:
 
         The trainer must have been built like the one that wrote it (same problem, model
         architecture, method and options); budgets may differ (they are totals, not increments).
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: the file is not a trainer checkpoint, or it was written by a run of
+                another problem or method (:attr:`run_info`), or for another network or
+                optimizer; nothing is loaded then.
         """
-        ck = torch.load(Path(path), weights_only=False)
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        try:
+            ck = torch.load(path, weights_only=False)
+        except Exception as exc:  # unpickling errors have many types
+            raise ValueError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+        if not isinstance(ck, dict) or not {"model", "optimizer", "trainer", "rng"} <= set(ck):
+            raise ValueError(f"{str(path)!r} is not a checkpoint written by mldd's Trainer")
+        saved = ck.get("run") or {}
+        for key in ("problem", "method"):
+            mine = self.run_info.get(key)
+            if key in saved and mine is not None and saved[key] != mine:
+                raise ValueError(f"checkpoint {str(path)!r} was written by a run with {key} "
+                                 f"{saved[key]!r}; this run's {key} is {mine!r}")
+        backup = {k: v.clone() for k, v in self.model.state_dict().items()}
+        try:
+            self.model.load_state_dict(ck["model"])
+        except RuntimeError as exc:
+            raise ValueError(f"checkpoint {str(path)!r} holds another network than this run's "
+                             f"(different architecture or options): {exc}") from exc
+        try:
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            self.model.load_state_dict(backup)
+            raise ValueError(f"checkpoint {str(path)!r}: its optimizer state does not fit this "
+                             f"run's {type(self.optimizer).__name__} ({exc!r}); resume with the "
+                             "method and options that wrote it") from exc
         t = ck["trainer"]
         self.iteration = int(t["iteration"])
         self.closure_calls = int(t["closure_calls"])
