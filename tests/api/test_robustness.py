@@ -224,7 +224,7 @@ def test_spqn_never_moves_to_a_point_whose_evaluation_was_nan() -> None:
     for _ in range(3):
         opt.step(closure)
         assert opt.stop_reason is None
-        assert opt.last_info["loss"] == pytest.approx(float(mse(m)), rel=1e-12)
+        assert opt.last_info["loss"] == pytest.approx(float(mse(m).detach()), rel=1e-12)
 
 
 def test_bad_arguments_get_clear_errors() -> None:
