@@ -3,9 +3,9 @@
 Every process holds a full replica of the network and solves the local problems of its own
 layers (subdomains are dealt to the ranks by estimated cost, ``ownership="balanced"``); the
 corrections are combined by ``all_reduce`` and every accept/reject decision is taken from
-all-reduced numbers, so all ranks keep identical weights. The global L-BFGS steps are data-parallel: each process evaluates the loss
-on its share of the collocation points and one ``all_reduce`` gives every process the whole loss
-and gradient. Launch::
+all-reduced numbers, so all ranks keep identical weights. The global L-BFGS steps are
+data-parallel: each process evaluates the loss on its share of the collocation points and one
+``all_reduce`` gives every process the whole loss and gradient. Launch::
 
     torchrun --standalone --nproc_per_node 2 examples/torchrun_aspqn.py --iters 15
 
