@@ -117,7 +117,8 @@ class MOFFOConfig:
             ``scale="none"``. Default 1: the paper's value.
         scale: ``"rms"`` (default; AdaGrad in the variables ``x/d``, ``d`` the initial
             per-tensor RMS) or ``"none"`` (plain AdaGrad).
-        coarse_iterations: MOFFO iterations per coarse visit (default 3).
+        coarse_iterations: MOFFO iterations per coarse visit (default 1; see
+            :class:`~mldd.optim.MOFFO` for how it was chosen).
         kappa_r: recursion test ``‖R g‖ ≥ κ_r‖g‖`` (default 0.5).
         restricted_grad_tol: ``ε``: no recursion when ``‖R g‖ ≤ ε`` (default 1e-9).
         kappa_s: keep the prolongated coarse step only if ``gᵀs_R ≤ κ_s·gᵀs_T`` (default 0.1).
@@ -126,7 +127,7 @@ class MOFFOConfig:
     sigma: float = 1e-2
     lr: float = DEFAULT_LR
     scale: str = "rms"
-    coarse_iterations: int = 3
+    coarse_iterations: int = 1
     kappa_r: float = 0.5
     restricted_grad_tol: float = 1e-9
     kappa_s: float = 0.1
