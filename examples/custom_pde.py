@@ -10,6 +10,10 @@ can use it. The script trains it with torch's L-BFGS and with mldd's MSPQN (one 
 layer) for the same wall-clock budget and prints both errors. Run::
 
     python examples/custom_pde.py --budget 20
+
+or use the registered problem from the command line, with any method::
+
+    mldd train --import examples/custom_pde.py --problem heat1d --method trust-region
 """
 
 from __future__ import annotations

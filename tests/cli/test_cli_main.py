@@ -170,3 +170,42 @@ def test_resume_refuses_other_runs_and_a_fresh_run_clears_the_old_checkpoint(
     # A fresh run (no --resume) into the old directory removes the old run's checkpoint.
     assert main([*base, "--method", "adam", "--out", str(out)]) == 0
     assert not ck.exists()
+
+
+def test_import_registers_user_problems(tmp_path, capsys) -> None:
+    from mldd.problems import registry
+    from mldd.train import user_modules
+
+    mod = tmp_path / "my_problems.py"
+    mod.write_text(
+        "from mldd.problems import get\n"
+        "from mldd.problems.registry import register\n\n"
+        "@register('imported-poisson', 'a user problem (test)')\n"
+        "def build(**kw):\n"
+        "    return get('poisson2d', n_collocation=64, width=6, depth=2,\n"
+        "               reference_options={'n_eval': 11}, **kw)\n\n"
+        "from mldd.train.suites import register_suite\n"
+        "register_suite('imported-suite', {'description': 'test', 'budget_s': 0.2, 'seeds': 1,\n"
+        "    'threads': 1, 'groups': [{'problems': {'imported-poisson': {}},\n"
+        "    'methods': [{'label': 'tr', 'method': 'trust-region', 'options': {}}],\n"
+        "    'baseline': 'tr', 'targets': []}]})\n")
+    try:
+        out = tmp_path / "run"
+        assert main(["-q", "train", "--import", str(mod), "--problem", "imported-poisson",
+                     "--method", "trust-region", "--budget", "0.2", "--threads", "1",
+                     "--out", str(out), "--no-plots"]) == 0
+        assert (out / "summary.json").is_file()
+        bench = tmp_path / "bench"
+        assert main(["-q", "bench", "imported-suite", "--import", str(mod), "--out", str(bench),
+                     "--no-plots"]) == 0
+        assert "imported-poisson" in (bench / "report.md").read_text()
+        assert main(["--import", str(tmp_path / "missing.py"), "problems"]) == 2
+        assert "no such file" in capsys.readouterr().err
+        assert main(["--import", "no_such_module_xyz", "problems"]) == 2
+        assert "No module named 'no_such_module_xyz'" in capsys.readouterr().err
+    finally:
+        registry._REGISTRY.pop("imported-poisson", None)
+        registry._DESCRIPTIONS.pop("imported-poisson", None)
+        suites.SUITES.pop("imported-suite", None)
+        if str(mod) in user_modules.IMPORTED:
+            user_modules.IMPORTED.remove(str(mod))

@@ -24,7 +24,7 @@ evaluations were cheaper than a full gradient each (e.g. a line search that only
 loss is charged a full gradient).
 
 Memory is reported as the peak resident set of the child and its increase over the baseline;
-the benchmark report divides both by Adam's on the same problem (BENCHMARKS.md, "Memory").
+the benchmark report divides both by Adam's on the same problem (docs/benchmarks.md, "Memory").
 """
 
 from __future__ import annotations

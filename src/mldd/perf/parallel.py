@@ -1,6 +1,6 @@
 """Parallel efficiency of the additive Schwarz methods: N processes against the serial executor.
 
-BENCHMARKS.md, "Performance beyond convergence": the wall time per outer iteration of ``N``
+docs/benchmarks.md, "Performance beyond convergence": the wall time per outer iteration of ``N``
 processes (1 thread each) against the serial execution of the same subdomains (1 thread), and
 the communication volume per outer iteration. Both runs start from the same weights and take the
 same iterates (the distributed executor reproduces the serial one to rounding; the report shows

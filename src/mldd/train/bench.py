@@ -22,6 +22,7 @@ from typing import Any
 
 from mldd.train.config import ComponentConfig, RunConfig, dump_yaml, problem_parameters
 from mldd.train.suites import check_suite, filter_suite, get_suite
+from mldd.train.user_modules import IMPORTED, import_user_modules
 
 logger = logging.getLogger("mldd.bench")
 
@@ -289,7 +290,10 @@ def _run_pool(
     import multiprocessing as mp
 
     # spawn, not fork: a forked child would inherit torch's thread pools of the parent.
-    with cf.ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn")) as pool:
+    # Spawned workers import nothing of the parent: give them the user's --import modules.
+    with cf.ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn"),
+                                initializer=import_user_modules,
+                                initargs=(list(IMPORTED),)) as pool:
         futures = {pool.submit(_worker, cfg): rec for rec, cfg, _ in todo}
         for fut in cf.as_completed(futures):
             rec = futures[fut]
@@ -311,8 +315,10 @@ def _train_processes(cfg: RunConfig, nproc: int) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     launch_cfg = run_dir / "launch.yaml"
     dump_yaml(cfg, launch_cfg)
-    cmd = [sys.executable, "-m", "mldd.train.cli", "-q", "train", "--config", str(launch_cfg),
-           "--nproc", str(nproc), "--no-plots"]
+    imports = [a for name in IMPORTED for a in ("--import", str(Path(name).resolve())
+                                                 if name.endswith(".py") else name)]
+    cmd = [sys.executable, "-m", "mldd.train.cli", "-q", *imports, "train", "--config",
+           str(launch_cfg), "--nproc", str(nproc), "--no-plots"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     summary = run_dir / "summary.json"
     if proc.returncode != 0 or not summary.is_file():

@@ -26,6 +26,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mldd.train.user_modules import import_user_modules
+
 EXIT_USAGE = 2
 
 
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mldd", description="Train and benchmark with mldd.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE|FILE.py", help=_IMPORT_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_bench(sub)
@@ -122,7 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show tracebacks")
         sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress output")
+        sp.add_argument("--import", dest="more_imports", action="append", default=[],
+                        metavar="MODULE|FILE.py", help=_IMPORT_HELP)
     return parser
+
+
+_IMPORT_HELP = ("import a Python module or file first (repeatable): its mldd.problems.register / "
+                "mldd.train.register_method calls make your own problems and methods available "
+                "by name, e.g. --import examples/custom_pde.py --problem heat1d")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -378,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stderr)
     try:
+        try:
+            import_user_modules([*args.imports, *getattr(args, "more_imports", [])])
+        except ImportError as exc:
+            raise UsageError(str(exc)) from exc
         return _COMMANDS[args.command](args)
     except (UsageError, ConfigError, MethodError, KeyError, FileNotFoundError, ValueError) as exc:
         if args.debug:

@@ -278,7 +278,7 @@ def published_comparison(index: dict[str, Any]) -> list[str]:
 
 
 def footprint_section(results: list[fp.Footprint]) -> list[str]:
-    """The overhead and memory table (BENCHMARKS.md, "Performance beyond convergence")."""
+    """The overhead and memory table (docs/benchmarks.md, "Performance beyond convergence")."""
     lines = ["## Optimizer overhead and memory", "",
              "Each method measured alone in a fresh process on the group's first problem "
              "(`mldd.perf.footprint`). *Overhead*: time per iteration not explained by the "

@@ -4,7 +4,7 @@ A suite is a dict::
 
     {
       "description": str,
-      "budget_s": float,            # per run, equal for every method (BENCHMARKS.md)
+      "budget_s": float,            # per run, equal for every method (docs/benchmarks.md)
       "seeds": int,                 # seeds 0 .. seeds-1
       "threads": int,               # torch threads of each run
       "jobs": int,                  # runs at a time (worker processes; default 1)
@@ -20,7 +20,7 @@ A suite is a dict::
                 "seeds": int?, "log_every": float?},   # optional quick-mode overrides
     }
 
-Targets (BENCHMARKS.md): a target is the best metric the runs of ``labels`` reach within the
+Targets (docs/benchmarks.md): a target is the best metric the runs of ``labels`` reach within the
 budget (median over seeds); with several labels, the strongest of them. For PINNs the first
 target is torch L-BFGS history 3 in float64 (the papers' rule) and the second the strongest
 L-BFGS configuration in the suite; for classification it is the best Adam accuracy.
@@ -48,7 +48,7 @@ _TORCH_H3 = {"label": "torch-lbfgs-h3", "method": "torch-lbfgs", "options": {"hi
 _TORCH_H50 = {"label": "torch-lbfgs-h50", "method": "torch-lbfgs", "options": {"history": 50}}
 _TR = {"label": "trust-region", "method": "trust-region", "options": {}}
 _ADAM_LBFGS = {"label": "adam-lbfgs", "method": "adam-lbfgs", "options": {}}
-# The baselines of every PINN comparison (BENCHMARKS.md) and mldd's single-level trust region.
+# The baselines of every PINN comparison (docs/benchmarks.md) and mldd's single-level trust region.
 _PINN_BASELINES = [_ADAM, _TORCH_H3, _TORCH_H50, _ADAM_LBFGS, _TR]
 _MSPQN = {"label": "mspqn", "method": "mspqn", "options": {}}
 _ASPQN = {"label": "aspqn", "method": "aspqn", "options": {}}
@@ -361,6 +361,22 @@ SUITES: dict[str, dict[str, Any]] = {
         "quick": {"budget_factor": 3, "problem_options": {}},
     },
 }
+
+
+def register_suite(name: str, suite: dict[str, Any]) -> None:
+    """Make ``suite`` (the structure of the module docstring) available as ``mldd bench NAME``.
+
+    For a module given to ``mldd bench --import``: it can register its problems, methods and a
+    suite that uses them.
+
+    Raises:
+        ValueError: the name is taken, or the suite's structure is wrong (see
+            :func:`check_suite`).
+    """
+    if name in SUITES or name in ("core", "parallel"):
+        raise ValueError(f"suite {name!r} already exists")
+    check_suite(suite)
+    SUITES[name] = copy.deepcopy(suite)
 
 
 def available_suites() -> list[str]:

@@ -1,7 +1,7 @@
 """The one training loop: ``optimizer.step(closure)`` until a budget, a target or the optimizer
 says stop.
 
-Timing rule (BENCHMARKS.md, equal budgets): ``time_s`` is *training time* — the wall time spent
+Timing rule (docs/benchmarks.md, equal budgets): ``time_s`` is *training time* — the wall time spent
 in ``optimizer.step`` and in drawing mini-batches. Metric evaluations, logging, callbacks'
 ``on_log`` and checkpoints are timed separately and excluded, so that a method is not charged
 for how often it is observed and equal budgets stay fair. ``wall_s`` in the result is the

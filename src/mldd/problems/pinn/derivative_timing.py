@@ -1,7 +1,7 @@
 """Timings of PINN loss gradients: forward jets vs nested autograd, layer-block vs full.
 
 Run ``python -m mldd.problems.pinn.derivative_timing [--threads 2] [--repeats 9]`` to print the
-two Markdown tables of the jets work (BENCHMARKS.md protocol: side by side, interleaved, in one
+two Markdown tables of the jets work (docs/benchmarks.md protocol: side by side, interleaved, in one
 process, pinned threads, medians of several repeats):
 
 1. :func:`time_derivative_routes` — one loss + gradient evaluation with ``derivatives="jet"``
