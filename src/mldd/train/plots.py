@@ -2,7 +2,7 @@
 
 Run: ``vs_time.png`` and ``vs_grad_evals.png``, each with the loss and the metric.
 Benchmark: ``<problem>_vs_time.png`` and ``<problem>_vs_grad_evals.png``, one line per method
-(median over seeds of the step curves "best so far"), log-scale y for errors.
+(median over seeds of the logged metric, as step curves), log-scale y for errors.
 """
 
 from __future__ import annotations
