@@ -3,8 +3,8 @@
 A callback subclasses :class:`Callback` and overrides any of its hooks. The trainer calls
 ``on_train_begin`` once, ``on_step`` after every iteration (keep it cheap: it is not charged to
 the training-time budget, but it lengthens the run's wall time), ``on_log`` for every metrics
-row (every ``log_every`` seconds of training time, plus the first and last), and ``on_train_end`` once. A callback stops the run with
-``trainer.request_stop(reason)``.
+row (every ``log_every`` seconds of training time, plus the first and last), and
+``on_train_end`` once. A callback stops the run with ``trainer.request_stop(reason)``.
 """
 
 from __future__ import annotations
