@@ -225,16 +225,13 @@ class MOFFOSolver:
         ``None`` when the gradient was not finite and nothing moved)."""
         cfg = self.config
         fine_level = level == self.n_levels - 1
-        if g is None:
-            if fine_level:
-                f, g = h.grad_and_value(x)
-                finite = math.isfinite(float(f)) and all_finite(g)
-            else:
-                g = h.grad(x)
-                finite = all_finite(g)
-        else:
-            finite = all_finite(g)
-        if not finite:
+        finite = True
+        if g is None and fine_level:
+            f, g = h.grad_and_value(x)
+            finite = math.isfinite(float(f))
+        elif g is None:
+            g = h.grad(x)
+        if not (finite and all_finite(g)):
             if fine_level:
                 self.n_skipped += 1
                 self.skip_run += 1

@@ -85,10 +85,11 @@ def _run_step_hooks(func: Callable[..., Any], opt: Optimizer, args: tuple[Any, .
 
 def _require_plain(closure: Callable[..., Tensor], method: str) -> None:
     """A :class:`ClosureError` unless ``closure`` can be called without arguments."""
-    if closures.closure_kind(closure) != "plain" and closures.required_args(closure) > 0:
+    n_args = closures.required_args(closure)
+    if n_args > 0:
         raise ClosureError(
             f"{method}.step needs a plain closure() -> loss, got one that takes "
-            f"{closures.required_args(closure)} argument(s) (closure(model) and "
+            f"{n_args} argument(s) (closure(model) and "
             "closure(model, rows) are for multilevel and data-decomposition methods); "
             "e.g. `optimizer.step(lambda: loss_fn(model(x), y))`")
 

@@ -315,8 +315,7 @@ def _train_processes(cfg: RunConfig, nproc: int) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     launch_cfg = run_dir / "launch.yaml"
     dump_yaml(cfg, launch_cfg)
-    imports = [a for name in IMPORTED for a in ("--import", str(Path(name).resolve())
-                                                 if name.endswith(".py") else name)]
+    imports = [a for name in IMPORTED for a in ("--import", name)]
     cmd = [sys.executable, "-m", "mldd.train.cli", "-q", *imports, "train", "--config",
            str(launch_cfg), "--nproc", str(nproc), "--no-plots"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -29,10 +29,13 @@ def import_user_modules(names: Sequence[str]) -> None:
             names it.
     """
     for name in names:
-        if name in IMPORTED:
+        is_file = name.endswith(".py") or "/" in name or "\\" in name
+        # Files are remembered by absolute path, so processes started elsewhere find them.
+        key = str(Path(name).resolve()) if is_file else name
+        if key in IMPORTED:
             continue
-        if name.endswith(".py") or "/" in name or "\\" in name:
-            path = Path(name)
+        if is_file:
+            path = Path(key)
             if not path.is_file():
                 raise ImportError(f"--import {name}: no such file")
             spec = importlib.util.spec_from_file_location(f"mldd_user_{path.stem}", path)
@@ -46,4 +49,4 @@ def import_user_modules(names: Sequence[str]) -> None:
                 importlib.import_module(name)
             except ImportError as exc:
                 raise ImportError(f"--import {name}: {exc}") from exc
-        IMPORTED.append(name)
+        IMPORTED.append(key)
