@@ -176,7 +176,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     con = _console()
     if not quiet:
         con.print(f"[bold]mldd train[/bold] → {cfg.out}")
-        con.print(dump_yaml(cfg).rstrip())
+        # Text the program did not write (YAML lists, report tables): no rich markup, which
+        # would swallow "[min, max]"-like brackets.
+        con.print(dump_yaml(cfg).rstrip(), markup=False, highlight=False)
     outcome = run_fn(cfg, progress=not quiet, plots=not args.no_plots, resume=args.resume)
     if not main_process:
         return 0
@@ -206,7 +208,7 @@ def _cmd_bench_core(args: argparse.Namespace) -> int:
     run_core_benchmark(out, threads=2 if args.threads is None else args.threads,
                        quick=args.quick)
     con = _console()
-    con.print((out / "report.md").read_text())
+    con.print((out / "report.md").read_text(), markup=False, highlight=False)
     con.print(f"wrote {out / 'report.md'}")
     return 0
 
@@ -241,7 +243,7 @@ def _cmd_bench_parallel(args: argparse.Namespace) -> int:
             sections += [format_parallel(r), ""]
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(sections))
-    con.print((out / "report.md").read_text())
+    con.print((out / "report.md").read_text(), markup=False, highlight=False)
     con.print(f"wrote {out / 'report.md'}")
     return 0
 
