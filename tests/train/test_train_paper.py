@@ -181,3 +181,23 @@ def test_reuse_of_every_run_keeps_the_suite_timing(tmp_path) -> None:
     again = run_suite(poisson_suite(), tmp_path, progress=False, plots=False, reuse=True)
     assert again["started"] == first["started"] and again["elapsed_s"] == first["elapsed_s"]
     assert [r["summary"] for r in again["records"]] == [r["summary"] for r in first["records"]]
+
+
+def test_speedup_is_not_shown_when_the_baseline_meets_the_target_at_start() -> None:
+    from mldd.train.paper import _speedup_cells
+
+    def rec(times_values: list[tuple[float, float]]) -> dict:
+        rows = [{"time_s": t, "rel_l2": v} for t, v in times_values]
+        return {"rows": rows, "summary": {"metric": "rel_l2",
+                                          "best_metric": min(v for _, v in times_values)}}
+
+    group = {"baseline": "base", "targets": [{"name": "base's best", "labels": ["base"]}]}
+    # The baseline never improves on its starting error: it is "at" its target at t = 0.
+    runs = {"base": [rec([(0.0, 0.5), (10.0, 0.6)])], "fast": [rec([(0.0, 0.9), (4.0, 0.4)])]}
+    _, value, cells = _speedup_cells(runs, group, hib=False)
+    assert value == 0.5
+    assert cells["fast"][0] == "4.0 s" and math.isnan(cells["fast"][1])
+    # A baseline that needs time to reach its target gives a finite speed-up.
+    runs["base"] = [rec([(0.0, 0.9), (8.0, 0.5)])]
+    _, _, cells = _speedup_cells(runs, group, hib=False)
+    assert cells["fast"][1] == 2.0

@@ -11,6 +11,7 @@ import torch
 from tiny_problem import TinyLeastSquares
 
 from mldd.train import CSVLogger, History, Trainer
+from mldd.train.callbacks import format_evals
 from mldd.train.methods import build_optimizer
 
 
@@ -77,15 +78,17 @@ def test_nonfinite_loss_stops_cleanly() -> None:
 class _Stub(torch.optim.Optimizer):
     """Reports grad_evals and a stop reason through last_info."""
 
-    def __init__(self, params: Any) -> None:
+    def __init__(self, params: Any, evals_per_step: float = 3) -> None:
         super().__init__(params, {"lr": 0.0})
         self.n = 0
+        self.evals_per_step = evals_per_step
         self.last_info: dict[str, Any] = {}
 
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         loss = closure()
         self.n += 1
-        self.last_info = {"loss": float(loss.detach()), "grad_evals": 3 * self.n, "radius": 0.5,
+        self.last_info = {"loss": float(loss.detach()), "grad_evals": self.evals_per_step * self.n,
+                          "radius": 0.5,
                           "accepted": True, "stop_reason": "converged" if self.n == 4 else None}
         return loss
 
@@ -97,6 +100,15 @@ def test_optimizer_grad_evals_and_stop_reason() -> None:
     assert res.stop_reason == "optimizer: converged"
     assert res.iterations == 4 and res.grad_evals == 12
     assert res.rows[-1]["radius"] == 0.5 and res.rows[-1]["accepted"] is True
+
+
+def test_fractional_fine_gradient_equivalents_are_kept() -> None:
+    # A multilevel step costs e.g. 1 fine + 3 coarse gradients at 1/8: 1.375 equivalents.
+    p = TinyLeastSquares()
+    m = p.build_model(0)
+    res = Trainer(p, m, _Stub(m.parameters(), 1.375), max_iters=100, log_every=0.0).run()
+    assert res.grad_evals == 5.5 and res.rows[-1]["grad_evals"] == 5.5
+    assert format_evals(5.5) == "5.5" and format_evals(12.0) == "12"
 
 
 def test_csv_columns(tmp_path) -> None:

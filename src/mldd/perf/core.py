@@ -249,9 +249,9 @@ def _classification_case(seed: int) -> tuple[str, nn.Module, Callable[[nn.Module
     # rather than random labels: a 784-128-10 MLP memorises 4,000 random labels within the
     # measured iterations, and its line searches then fail at float32 rounding (25 evaluations
     # per iteration), which measured the failure path, not an iteration's overhead.
-    from mldd.problems import get
+    from mldd.problems.images.datasets import MNIST5k
 
-    problem = get("mnist5k", seed=seed, dtype=torch.float32)
+    problem = MNIST5k(seed=seed, dtype=torch.float32)
     X = problem.x_train.reshape(problem.x_train.shape[0], -1)
     y = problem.y_train
     model = _mlp([784, 128, 10], torch.float32, seed)  # 101,770 parameters

@@ -1,7 +1,10 @@
 """The benchmark harness: methods × problems × seeds at an equal wall-clock budget.
 
-Runs go in-process, one after the other; each sets the thread count and seeds, and builds a
-fresh model from the seed, so every method starts from the same initial weights for a given seed.
+Single-process runs go in-process one after the other, or with ``jobs > 1`` to a pool of
+spawned worker processes, several at a time; runs with ``nproc > 1`` are launched afterwards as
+``mldd train --nproc N`` subprocesses, one at a time. Each run sets the thread count and seeds,
+and builds a fresh model from the seed, so every method starts from the same initial weights for
+a given seed.
 Each run writes a normal run directory ``OUT/runs/<problem>/<label>/seed<k>/``; the harness
 writes ``OUT/bench.json`` (the index of runs), ``OUT/report.md`` and PNG plots. A run that fails
 (e.g. a method whose optimizer is not installed) is recorded with its error and the suite goes on.

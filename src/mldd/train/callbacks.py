@@ -101,11 +101,18 @@ class History(Callback):
         self.rows.append(dict(row))
 
 
+def format_evals(n: float) -> str:
+    """A gradient-evaluation count for people: whole numbers without a decimal point,
+    fractional fine-gradient equivalents (coarse levels) with one decimal."""
+    n = float(n)
+    return f"{n:.0f}" if n.is_integer() else f"{n:.1f}"
+
+
 def _fmt(row: dict[str, Any], metric: str) -> str:
     parts = [
         f"t={row['time_s']:.1f}s",
         f"it={row['iteration']}",
-        f"evals={row['grad_evals']}",
+        f"evals={format_evals(row['grad_evals'])}",
         f"loss={row['loss']:.3e}",
         f"{metric}={row[metric]:.4g}",
     ]

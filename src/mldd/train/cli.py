@@ -26,6 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mldd.train.callbacks import format_evals
 from mldd.train.user_modules import import_user_modules
 
 EXIT_USAGE = 2
@@ -186,7 +187,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     con.print(
         f"[bold]{s['problem']} / {s['method']}[/bold]: {s['metric']} final "
         f"{_num(s['final_metric'])}, best {_num(s['best_metric'])}; "
-        f"{s['iterations']} iterations, {s['grad_evals']} gradient evaluations in "
+        f"{s['iterations']} iterations, {format_evals(s['grad_evals'])} gradient evaluations in "
         f"{s['time_s']:.1f} s ({_num(s['ms_per_grad_eval'])} ms each); stop: {s['stop_reason']}"
     )
     con.print(f"wrote {outcome.out}/{{config.yaml, metrics.csv, model.pt, summary.json}}")
@@ -272,7 +273,7 @@ def _on_run_printer(args: argparse.Namespace) -> Any:
         else:
             con.print(f"  {rec['problem']} / {rec['label']} seed {rec['seed']}: {s['metric']} "
                       f"final {_num(s['final_metric'])}, best {_num(s['best_metric'])}, "
-                      f"{s['grad_evals']} evals, stop {s['stop_reason']}")
+                      f"{format_evals(s['grad_evals'])} evals, stop {s['stop_reason']}")
 
     return on_run
 

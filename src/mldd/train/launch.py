@@ -192,7 +192,7 @@ class RankAgreement(Callback):
             mine.zero_()
         agreed = self.executor.all_reduce_sum(mine)
         trainer.time_s = float(agreed[0])
-        trainer.grad_evals = int(agreed[1])
+        trainer.grad_evals = float(agreed[1])
 
 
 def train_worker(

@@ -162,7 +162,9 @@ def _speedup_cells(
             cells[display] = ("–", math.nan)
             continue
         cell, med = _time_cell([time_to(r["rows"], metric, value, hib) for r in recs])
-        ok = math.isfinite(med) and math.isfinite(bt) and med > 0
+        # A baseline at the target from its first row (it never improved on the starting
+        # metric) gives no speed-up to divide: show the times instead of 0.00×.
+        ok = math.isfinite(med) and math.isfinite(bt) and med > 0 and bt > 0
         cells[display] = (cell, bt / med if ok else math.nan)
     return name, value, cells
 

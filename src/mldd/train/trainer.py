@@ -9,7 +9,9 @@ full wall time.
 
 Gradient evaluations: if the optimizer reports ``last_info["grad_evals"]`` (cumulative, in
 fine-gradient equivalents — multilevel methods do), that number is used; otherwise the trainer
-counts calls of the closure it hands to ``step``.
+counts calls of the closure it hands to ``step``. The count is a float: a coarse level's
+gradient is a fraction of a fine one
+(:func:`~mldd.train.callbacks.format_evals` prints it).
 
 Stop reasons: ``"budget_s"``, ``"max_grad_evals"``, ``"max_iters"``, ``"target"``,
 ``"nonfinite_loss"``, ``"optimizer: <reason>"`` (from ``last_info["stop_reason"]``),
@@ -57,7 +59,7 @@ class TrainResult:
 
     stop_reason: str
     iterations: int
-    grad_evals: int
+    grad_evals: float
     time_s: float
     wall_s: float
     final_metric: float
@@ -152,7 +154,7 @@ class Trainer:
         # Counters: everything below goes into the checkpoint.
         self.iteration = 0
         self.closure_calls = 0
-        self.grad_evals = 0
+        self.grad_evals: float = 0
         self.time_s = 0.0
         self.rows: list[dict[str, Any]] = []
         self.best_metric = math.nan
@@ -364,7 +366,7 @@ class Trainer:
         t = ck["trainer"]
         self.iteration = int(t["iteration"])
         self.closure_calls = int(t["closure_calls"])
-        self.grad_evals = int(t["grad_evals"])
+        self.grad_evals = float(t["grad_evals"])
         self.time_s = float(t["time_s"])
         self.rows = list(t["rows"])
         self.best_metric = float(t["best_metric"])
@@ -417,7 +419,7 @@ class Trainer:
                 self.iteration += 1
                 info = self._info()
                 ge = info.get("grad_evals")
-                self.grad_evals = int(ge) if ge is not None else self.closure_calls
+                self.grad_evals = float(ge) if ge is not None else self.closure_calls
                 # step() returns the loss where the step started (torch's convention); mldd
                 # optimizers also report the new loss in last_info, which is fresher.
                 start = _to_float(out)
