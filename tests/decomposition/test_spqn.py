@@ -449,9 +449,9 @@ def test_serial_and_two_ranks_give_the_same_iterates(combine, overlap) -> None:
         torch.testing.assert_close(xr, x, rtol=1e-10, atol=1e-10)
     assert torch.equal(ranks[0], ranks[1])
     # Per outer iteration: one reduction of the corrections (plus one of the secant model for
-    # "subspace") and one flag per guarded phase (local, combination, [secants]), plus one flag
-    # per global L-BFGS step.
-    per_iter = {"line_search": 1 + 2, "per_subdomain": 1 + 2, "subspace": 2 + 3}[combine]
+    # "subspace"), one of the ranks' evaluation counts, and one flag per guarded phase (local,
+    # combination, [secants]), plus one flag per global L-BFGS step.
+    per_iter = {"line_search": 2 + 2, "per_subdomain": 2 + 2, "subspace": 3 + 3}[combine]
     assert group.n_reduce == 4 * per_iter + n_global
 
 

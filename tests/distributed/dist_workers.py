@@ -81,12 +81,19 @@ def _tiny_regression() -> tuple[nn.Module, Tensor, Tensor]:
     return model, x, y
 
 
+#: The cost counters of the last case's optimizer after its last step (``_run_steps``).
+LAST_COSTS: dict[str, float] = {}
+COST_KEYS = ("grad_evals", "local_grad_evals", "local_grad_evals_max_rank")
+
+
 def _run_steps(opt: Any, model: nn.Module, closure: Callable[..., Tensor],
                n_outer: int) -> list[Tensor]:
     xs = []
     for _ in range(n_outer):
         opt.step(closure)
         xs.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone())
+    LAST_COSTS.clear()
+    LAST_COSTS.update({k: float(opt.last_info[k]) for k in COST_KEYS if k in opt.last_info})
     return xs
 
 
@@ -313,8 +320,10 @@ def suite(rank: int, world_size: int, cases: list[str], sleep_s: float) -> dict[
         def run(name: str = name) -> dict[str, Any]:
             case_ex = DistributedExecutor()  # its own counters
             SEEN_ROWS.clear()
+            LAST_COSTS.clear()
             xs = CASES[name](case_ex)
-            return {"iterates": xs, "bytes": case_ex.bytes_communicated,
+            return {"iterates": xs, "costs": dict(LAST_COSTS),
+                    "bytes": case_ex.bytes_communicated,
                     "n_collectives": case_ex.n_collectives, "seen_rows": sorted(SEEN_ROWS)}
         out[f"case:{name}"] = _record(run)
     ex.all_reduce_sum(torch.ones(1, dtype=torch.float64))  # all connections are up

@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 import torch
 from dist_harness import run_ranks
-from dist_workers import CASES, cuda_checks, suite, toy_additive
+from dist_workers import CASES, LAST_COSTS, cuda_checks, suite, toy_additive
 
 from mldd.decomposition.distributed import (
     DEFAULT_TIMEOUT_S,
@@ -120,18 +120,35 @@ def test_hung_rank_ends_with_timeout_error(stages) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_serial_and_distributed_iterates_agree(stages, name) -> None:
+    LAST_COSTS.clear()
     ref = CASES[name](SerialExecutor())
+    ref_costs = dict(LAST_COSTS)
     assert len(ref) >= 2 and not torch.equal(ref[0], ref[-1])
+    busiest = []
     for rec in _stage(stages, f"case:{name}"):
         assert rec["status"] == "ok", rec
         xs = rec["value"]["iterates"]
         assert len(xs) == len(ref)
         for x, y in zip(xs, ref, strict=True):
             torch.testing.assert_close(x, y, rtol=0, atol=1e-10)
+        # Every rank reports the work of all ranks, as one process doing everything counts it.
+        costs = rec["value"]["costs"]
+        assert set(costs) == set(ref_costs)
+        for key in ("grad_evals", "local_grad_evals"):
+            if key in ref_costs:
+                assert costs[key] == pytest.approx(ref_costs[key], rel=1e-12), (key, costs,
+                                                                               ref_costs)
+        if "local_grad_evals_max_rank" in costs:
+            busiest.append(costs["local_grad_evals_max_rank"])
         assert rec["value"]["bytes"] > 0
         if "data-parallel" in name:
             # Global evaluations on this rank's 16 of the 32 rows, local solves on all 32.
             assert rec["value"]["seen_rows"] == [16, 32]
+    if name != "toy-additive":  # an optimizer's case: it reports its costs
+        # The busiest rank did part of the local work, not all of it (in one process: all).
+        assert ref_costs["local_grad_evals_max_rank"] == pytest.approx(
+            ref_costs["local_grad_evals"])
+        assert busiest[0] == busiest[1] < ref_costs["local_grad_evals"]
 
 
 def test_toy_case_exact_and_communication_counted(stages) -> None:

@@ -42,7 +42,9 @@ Cost accounting: global evaluations (the combination, the global step, the first
 counted on :attr:`SPQNSolver.counters`; subdomain evaluations on
 :attr:`SPQNSolver.local_counters`; coarse evaluations on :attr:`SPQNSolver.coarse_counters`;
 ``info`` reports each and their totals (:meth:`SPQNSolver.cost`). In the distributed setting the
-local counters are this rank's. ``grad_evals`` is in fine-gradient equivalents
+local counters are this rank's, while ``local_grad_evals`` sums the local work of all ranks (one
+all-reduce per outer iteration; ``local_grad_evals_max_rank`` is the busiest rank's share), as
+APTS reports it. ``grad_evals`` is in fine-gradient equivalents
 (docs/algorithms.md §1.5): global and coarse gradients count 1, a local gradient counts the
 ``grad_cost`` attribute of the local objective that computed it (``local_grad_evals`` sums
 them), 1 when the objective has none. The default local objective
@@ -477,7 +479,13 @@ class SPQNSolver:
         self.counters = counters if counters is not None else EvalCounters()
         self.local_counters = EvalCounters()
         self.coarse_counters = EvalCounters()
-        self.local_grad_evals = 0.0  # local gradients in fine-gradient equivalents
+        self.local_grad_evals = 0.0  # local gradients in fine-gradient equivalents, all ranks
+        self.local_grad_evals_max_rank = 0.0  # the busiest rank's share, summed over iterations
+        # Whole-loss gradients the *other* ranks evaluated for the subspace combination's
+        # secants (rank-local work counted on their global counters), and this rank's in the
+        # current iteration: with them every rank reports the same total ``grad_evals``.
+        self.other_ranks_grad_evals = 0.0
+        self._secant_evals = 0
         self.cache = EvaluationCache()
         self.global_step: GlobalStep | GlobalTrustRegionStep
         if config.globalization == "trust_region":
@@ -588,11 +596,15 @@ class SPQNSolver:
             if not is_finite(f_k, g_k):  # as for the local phase below
                 info["coarse_discarded"] = True
                 x_k, f_k, g_k = x, f, g
+        local_before = self.local_grad_evals
         if cfg.variant == "multiplicative":
             x_h, f_h, g_h = ex.guarded(lambda: self._sweep(objective, evaluate, x_k, f_k, g_k,
                                                            info))
+            # Every rank sweeps every subdomain (the same work, repeated): count it once.
+            self.local_grad_evals_max_rank += self.local_grad_evals - local_before
         else:
             x_h, f_h, g_h = self._additive(objective, evaluate, x_k, f_k, g_k, info)
+            self._count_local_work(local_before, x)
         if not is_finite(f_h, g_h):
             # The local solves see their own objectives (prefix-cached, restricted); the global
             # loss or gradient at their combined point can still be NaN/Inf (or the closure
@@ -627,6 +639,24 @@ class SPQNSolver:
         elif max_abs(g_new) <= cfg.tolerance_grad:
             reason = f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}"
         return self._finish(x_new, f_start, g_new, info, reason)
+
+    def _count_local_work(self, before: float, like: Tensor) -> None:
+        """Make :attr:`local_grad_evals` the local phase's work on *all* ranks (each rank counted
+        only the subdomains it owns; one all-reduce of ``world_size`` numbers), as APTS reports
+        it, and add the busiest rank's share to :attr:`local_grad_evals_max_rank`."""
+        ex = self.executor
+        mine, secants = self.local_grad_evals - before, self._secant_evals
+        self._secant_evals = 0
+        if ex.world_size == 1:
+            self.local_grad_evals_max_rank += mine
+            return
+        ws = ex.world_size
+        work = torch.zeros(2 * ws, dtype=torch.float64, device=like.device)
+        work[ex.rank], work[ws + ex.rank] = mine, secants
+        work = ex.all_reduce_sum(work)
+        self.local_grad_evals = before + float(work[:ws].sum())
+        self.local_grad_evals_max_rank += float(work[:ws].max())
+        self.other_ranks_grad_evals += float(work[ws:].sum()) - secants
 
     def _shared(self, objective: Objective) -> Callable[[Callable[[], T]], T]:
         """How to run the global phase's work ``fn``, the same on every rank.
@@ -757,7 +787,9 @@ class SPQNSolver:
                 # Rank-local work: the whole loss, never the (collective) data-parallel one.
                 evaluate_here = _evaluator(getattr(objective, "full", objective))
 
+                n_g0 = self.counters.n_g
                 secant_cols = ex.guarded(lambda: self._secants(evaluate_here, x, g, D, results))
+                self._secant_evals = self.counters.n_g - n_g0
                 M = ex.all_reduce_sum(secant_cols)
                 res = self._shared(objective)(lambda: comb.subspace(evaluate, x, f, g, D, M, opts,
                                                        cfg.subspace_iters, cfg.curvature_eps))
@@ -812,13 +844,17 @@ class SPQNSolver:
         return IterationResult(x, f_start, info)
 
     def cost(self) -> dict[str, float]:
-        """Cumulative evaluation counts (this rank's local work in the distributed setting).
+        """Cumulative evaluation counts.
 
         ``n_f``/``n_g``: all loss/gradient evaluations (local ones included, whatever they
-        cost); ``global_*``, ``local_*``, ``coarse_*``: the three phases; ``local_grad_evals``:
-        the local gradients in fine-gradient equivalents (each weighted by its local
-        objective's ``grad_cost``, 1 by default); ``grad_evals``: ``global_n_g +
-        local_grad_evals + coarse_n_g`` (docs/algorithms.md §1.5; see the module docstring).
+        cost; this rank's in the distributed setting); ``global_*``, ``local_*``, ``coarse_*``:
+        the three phases (``local_*``: this rank's); ``local_grad_evals``: the local gradients
+        of all ranks in fine-gradient equivalents (each weighted by its local objective's
+        ``grad_cost``, 1 by default); ``local_grad_evals_max_rank``: the busiest rank's share
+        (the local phase's critical path; equal to ``local_grad_evals`` in one process);
+        ``grad_evals``: ``global_n_g + local_grad_evals + coarse_n_g`` (plus the other ranks'
+        secant gradients of ``combine="subspace"``), the total work of all ranks
+        (docs/algorithms.md §1.5; see the module docstring).
         """
         c, lc, cc = self.counters, self.local_counters, self.coarse_counters
         return {
@@ -826,7 +862,8 @@ class SPQNSolver:
             "global_n_f": c.n_f, "global_n_g": c.n_g, "local_n_f": lc.n_f, "local_n_g": lc.n_g,
             "coarse_n_f": cc.n_f, "coarse_n_g": cc.n_g,
             "local_grad_evals": self.local_grad_evals,
-            "grad_evals": c.n_g + self.local_grad_evals + cc.n_g,
+            "local_grad_evals_max_rank": self.local_grad_evals_max_rank,
+            "grad_evals": c.n_g + self.other_ranks_grad_evals + self.local_grad_evals + cc.n_g,
         }
 
     # ------------------------------------------------------------------ checkpointing
@@ -844,6 +881,8 @@ class SPQNSolver:
             "local_counters": self.local_counters.as_dict(),
             "coarse_counters": self.coarse_counters.as_dict(),
             "local_grad_evals": self.local_grad_evals,
+            "local_grad_evals_max_rank": self.local_grad_evals_max_rank,
+            "other_ranks_grad_evals": self.other_ranks_grad_evals,
             "local_solvers": ({s: v.state_dict() for s, v in self.local_solvers.items()}
                               if keep else {}),
             "coarse_solver": self.coarse_solver.state_dict() if keep else None,
@@ -867,6 +906,9 @@ class SPQNSolver:
         self.coarse_counters.load(d["coarse_counters"])
         # States saved before the local costs were weighted counted every local gradient as 1.
         self.local_grad_evals = float(d.get("local_grad_evals", self.local_counters.n_g))
+        self.local_grad_evals_max_rank = float(d.get("local_grad_evals_max_rank",
+                                                     self.local_grad_evals))
+        self.other_ranks_grad_evals = float(d.get("other_ranks_grad_evals", 0.0))
         for s, sd in d["local_solvers"].items():
             if int(s) in self.local_solvers:
                 self.local_solvers[int(s)].load_state_dict(sd)
