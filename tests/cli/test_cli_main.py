@@ -45,6 +45,10 @@ def test_train_writes_run_dir(tmp_path, tiny: str, capsys) -> None:
     s = json.loads((out / "summary.json").read_text())
     assert s["stop_reason"] == "budget_s" and s["threads"] == 1
     assert {"final_metric", "best_metric", "grad_evals", "iterations", "versions"} <= set(s)
+    # The hyper-parameters it ran with: the option given and torch's defaults for the rest.
+    assert s["optimizer"]["class"] == "Adam"
+    hyper = s["optimizer"]["hyper_parameters"]
+    assert hyper["lr"] == 0.01 and hyper["betas"] == [0.9, 0.999] and hyper["eps"] == 1e-8
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"time_s", "grad_evals", "loss", "rel_l2"} <= set(header)
     assert "rel_l2 final" in capsys.readouterr().out

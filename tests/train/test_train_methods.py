@@ -118,3 +118,20 @@ def test_mldd_optimizers_train(name: str) -> None:
     opt = build_optimizer(name, m.parameters(), p, {"batch_size": 16})
     if hasattr(opt, "_solver"):
         assert opt._solver.config.reuse_evaluations is False
+
+
+def test_effective_options_list_defaults_and_leave_objects_out() -> None:
+    from torch import nn
+
+    from mldd.optim import RMTR, TrustRegion
+    from mldd.train.run import effective_options
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    tr = effective_options(TrustRegion(net.parameters(), memory=3))
+    assert tr["class"] == "TrustRegion"
+    assert tr["hyper_parameters"]["memory"] == 3 and tr["hyper_parameters"]["hessian"] == "lsr1"
+    rmtr = effective_options(RMTR(net.parameters(), model=net, levels=1))
+    hyper = rmtr["hyper_parameters"]
+    assert hyper["cycle"] == "V" and "radius" in hyper
+    assert all(v is None or isinstance(v, bool | int | float | str | list | tuple)
+               for v in hyper.values())

@@ -243,7 +243,7 @@ def train_worker(
         ex.barrier()
     finally:
         shutdown()
-    summary: dict[str, Any] = summarize(cfg, trainer.problem, result)
+    summary: dict[str, Any] = summarize(cfg, trainer.problem, result, trainer.optimizer)
     summary["processes"] = ex.world_size
     summary["threads_per_process"] = local.threads
     summary["machine_probe_ms"] = probe  # rank 0's, every rank probing at once

@@ -105,8 +105,24 @@ def build_trainer(
     return trainer
 
 
-def summarize(cfg: RunConfig, problem: Problem, result: TrainResult) -> dict[str, Any]:
-    """The ``summary.json`` content of a run."""
+def _plain(v: Any) -> bool:
+    if isinstance(v, list | tuple):
+        return all(_plain(e) for e in v)
+    return v is None or isinstance(v, bool | int | float | str)
+
+
+def effective_options(optimizer: Any) -> dict[str, Any]:
+    """The optimizer's class and the hyper-parameters it actually runs with (its first parameter
+    group, defaults filled in; values that are not plain numbers, strings or lists of them, such
+    as a model or a hierarchy, are left out). ``config.yaml`` lists only the options given."""
+    groups = getattr(optimizer, "param_groups", None) or [{}]
+    hyper = {k: v for k, v in groups[0].items() if k != "params" and _plain(v)}
+    return {"class": type(optimizer).__name__, "hyper_parameters": hyper}
+
+
+def summarize(cfg: RunConfig, problem: Problem, result: TrainResult,
+              optimizer: Any = None) -> dict[str, Any]:
+    """The ``summary.json`` content of a run (``optimizer``: adds :func:`effective_options`)."""
 
     def num(x: float | None) -> float | None:
         return None if x is None or not math.isfinite(x) else float(x)
@@ -134,6 +150,7 @@ def summarize(cfg: RunConfig, problem: Problem, result: TrainResult) -> dict[str
         "threads": cfg.threads,
         "processes": 1,
         "versions": versions(),
+        **({} if optimizer is None else {"optimizer": effective_options(optimizer)}),
     }
 
 
@@ -191,7 +208,7 @@ def train(
     dump_yaml(cfg, out / "config.yaml")
     result, probe = run_probed(trainer)
     torch.save(trainer.model.state_dict(), out / "model.pt")
-    summary = summarize(cfg, trainer.problem, result)
+    summary = summarize(cfg, trainer.problem, result, trainer.optimizer)
     summary["machine_probe_ms"] = probe
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if plots:
