@@ -82,7 +82,7 @@ def train(method: str, options: dict, budget_s: float) -> float:
     opt = build_optimizer(method, model.parameters(), problem, options,
                           {"budget_s": budget_s, "model": model})
     result = Trainer(problem, model, opt, budget_s=budget_s, log_every=budget_s / 5).run()
-    print(f"{method:12s} {result.iterations:5d} iterations, {result.grad_evals:6d} gradient "
+    print(f"{method:12s} {result.iterations:5d} iterations, {result.grad_evals:8.1f} gradient "
           f"evaluations, relative L2 error {result.final_metric:.2e}")
     return result.final_metric
 

@@ -111,12 +111,17 @@ def _plain(v: Any) -> bool:
     return v is None or isinstance(v, bool | int | float | str)
 
 
+def _as_json(v: Any) -> Any:
+    # Tuples as lists: the summary then equals its own JSON round trip (``--reuse`` compares).
+    return [_as_json(e) for e in v] if isinstance(v, list | tuple) else v
+
+
 def effective_options(optimizer: Any) -> dict[str, Any]:
     """The optimizer's class and the hyper-parameters it actually runs with (its first parameter
     group, defaults filled in; values that are not plain numbers, strings or lists of them, such
     as a model or a hierarchy, are left out). ``config.yaml`` lists only the options given."""
     groups = getattr(optimizer, "param_groups", None) or [{}]
-    hyper = {k: v for k, v in groups[0].items() if k != "params" and _plain(v)}
+    hyper = {k: _as_json(v) for k, v in groups[0].items() if k != "params" and _plain(v)}
     return {"class": type(optimizer).__name__, "hyper_parameters": hyper}
 
 
