@@ -642,8 +642,9 @@ class SPQNSolver:
 
     def _count_local_work(self, before: float, like: Tensor) -> None:
         """Make :attr:`local_grad_evals` the local phase's work on *all* ranks (each rank counted
-        only the subdomains it owns; one all-reduce of ``world_size`` numbers), as APTS reports
-        it, and add the busiest rank's share to :attr:`local_grad_evals_max_rank`."""
+        only the subdomains it owns; one all-reduce of ``2·world_size`` numbers: each rank's
+        local work and its subspace-secant gradients), as APTS reports it, and add the busiest
+        rank's share to :attr:`local_grad_evals_max_rank`."""
         ex = self.executor
         mine, secants = self.local_grad_evals - before, self._secant_evals
         self._secant_evals = 0
@@ -757,6 +758,7 @@ class SPQNSolver:
         """Additive: all subdomains from ``x``, then the chosen combination."""
         cfg, ex, dec = self.config, self.executor, self.decomposition
         owned = self.owned
+        self._secant_evals = 0  # set below for combine="subspace" (none left by a failed step)
         results: dict[int, LocalSolve] = {}
         if self.sweep_groups:
             corrections, iters, end = ex.guarded(
