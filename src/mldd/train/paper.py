@@ -37,6 +37,7 @@ from mldd.train.report import (
     load_bench,
     render,
     select_runs,
+    speedup,
     time_to,
 )
 
@@ -162,10 +163,7 @@ def _speedup_cells(
             cells[display] = ("–", math.nan)
             continue
         cell, med = _time_cell([time_to(r["rows"], metric, value, hib) for r in recs])
-        # A baseline at the target from its first row (it never improved on the starting
-        # metric) gives no speed-up to divide: show the times instead of 0.00×.
-        ok = math.isfinite(med) and math.isfinite(bt) and med > 0 and bt > 0
-        cells[display] = (cell, bt / med if ok else math.nan)
+        cells[display] = (cell, speedup(bt, med))
     return name, value, cells
 
 

@@ -151,6 +151,13 @@ def _spread(vals: list[float], hib: bool) -> str:
     return f"{med} [{_fmt_metric(min(vals), hib)}, {_fmt_metric(max(vals), hib)}]"
 
 
+def speedup(base_time: float, time: float) -> float:
+    """``base_time / time``, or NaN where it means nothing: a time that is not finite (never
+    reached) or 0 — in particular a baseline that met the target with its initial weights."""
+    ok = math.isfinite(time) and math.isfinite(base_time) and time > 0 and base_time > 0
+    return base_time / time if ok else math.nan
+
+
 def _time_cell(times: list[float]) -> tuple[str, float]:
     reached = [t for t in times if math.isfinite(t)]
     if not reached:
@@ -244,10 +251,8 @@ def problem_table(
                 cells += ["–", "–"]
                 continue
             cell, med = _time_cell([time_to(r["rows"], metric, value, hib) for r in recs])
-            bt = base_times.get(name, math.inf)
-            # A baseline that met the target with its initial weights (time 0) gives no ratio.
-            ok = math.isfinite(med) and math.isfinite(bt) and med > 0 and bt > 0
-            speed = f"{bt / med:.2f}×" if ok else "–"
+            sp = speedup(base_times.get(name, math.inf), med)
+            speed = f"{sp:.2f}×" if math.isfinite(sp) else "–"
             cells += [cell, speed]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")

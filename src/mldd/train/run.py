@@ -105,15 +105,16 @@ def build_trainer(
     return trainer
 
 
-def _plain(v: Any) -> bool:
-    if isinstance(v, list | tuple):
-        return all(_plain(e) for e in v)
-    return v is None or isinstance(v, bool | int | float | str)
+_SKIP = object()
 
 
 def _as_json(v: Any) -> Any:
-    # Tuples as lists: the summary then equals its own JSON round trip (``--reuse`` compares).
-    return [_as_json(e) for e in v] if isinstance(v, list | tuple) else v
+    """``v`` with tuples as lists (the summary then equals its own JSON round trip, which
+    ``--reuse`` compares), or ``_SKIP`` if it holds anything but numbers, strings and None."""
+    if isinstance(v, list | tuple):
+        items = [_as_json(e) for e in v]
+        return _SKIP if any(e is _SKIP for e in items) else items
+    return v if v is None or isinstance(v, bool | int | float | str) else _SKIP
 
 
 def effective_options(optimizer: Any) -> dict[str, Any]:
@@ -121,7 +122,8 @@ def effective_options(optimizer: Any) -> dict[str, Any]:
     group, defaults filled in; values that are not plain numbers, strings or lists of them, such
     as a model or a hierarchy, are left out). ``config.yaml`` lists only the options given."""
     groups = getattr(optimizer, "param_groups", None) or [{}]
-    hyper = {k: _as_json(v) for k, v in groups[0].items() if k != "params" and _plain(v)}
+    hyper = {k: j for k, v in groups[0].items()
+             if k != "params" and (j := _as_json(v)) is not _SKIP}
     return {"class": type(optimizer).__name__, "hyper_parameters": hyper}
 
 
