@@ -375,3 +375,15 @@ def test_lbfgs_compact_inverse_in_buffer_storage_matches_the_two_loop(switch_aft
     H = _dense(buf.apply_inverse, n)
     torch.testing.assert_close(H @ _dense(buf.matvec, n), torch.eye(n, dtype=DT), rtol=0,
                                atol=1e-9)
+
+
+@pytest.mark.parametrize("layout", ["list", "buffer"])
+def test_lbfgs_negated_inverse_is_exactly_the_negation(layout):
+    # The L-BFGS direction −H g is formed with the sign folded into the recursion (no extra
+    # pass); negation is exact in IEEE arithmetic, so the bits must be those of −(H g).
+    mem, _ = _filled_lbfgs(n=40, k=7, history=5, seed=3)
+    if layout == "buffer":
+        mem.matvec(torch.ones(40, dtype=DT))
+    g = torch.randn(40, generator=torch.Generator().manual_seed(1), dtype=DT)
+    assert mem.state_dict()["layout"] == layout
+    assert torch.equal(mem.apply_inverse(g, negate=True), -mem.apply_inverse(g))

@@ -314,7 +314,7 @@ class GlobalStep:
         then has ``global_stop=True`` (end the global phase) and ``global_failed`` (the
         failure was from steepest descent: the global step cannot decrease the loss).
         """
-        p = -self.memory.apply_inverse(g) if len(self.memory) else -g
+        p = self.memory.apply_inverse(g, negate=True) if len(self.memory) else -g
         if not float(g @ p) < 0.0 or not all_finite(p):
             self.reset()
             p = -g

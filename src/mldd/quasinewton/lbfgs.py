@@ -214,18 +214,21 @@ class LBFGSMemory:
         self._gram_pending = list(slots)
 
     # ------------------------------------------------------------------ operators
-    def apply_inverse(self, g: Tensor) -> Tensor:
+    def apply_inverse(self, g: Tensor, *, negate: bool = False) -> Tensor:
         """``H g`` with ``H0 = γI``: by the two-loop recursion [NW06, Alg. 7.4] in list storage,
         by the compact form (:meth:`_apply_inverse_compact`) in buffer storage.
 
         Args:
             g: 1-D vector (typically the gradient; the L-BFGS direction is ``−H g``).
+            negate: return ``−H g``, the sign folded into the existing operations (no extra
+                pass over ``n``; negation is exact, so the result is bit for bit ``−(H g)``).
 
         Returns:
-            A new tensor ``H g``.
+            A new tensor ``H g`` (``−H g`` with ``negate``).
         """
+        sign = -1.0 if negate else 1.0
         if self._buffered and self._slots:
-            return self._apply_inverse_compact(g)
+            return self._apply_inverse_compact(g, sign)
         q = g.detach().clone()
         k = len(self)
         both = [self._pair(i) for i in range(k)]
@@ -233,13 +236,15 @@ class LBFGSMemory:
         for i in range(k - 1, -1, -1):
             alpha[i] = self._rho[i] * float(torch.dot(both[i][0], q))
             q.add_(both[i][1], alpha=-alpha[i])
-        q.mul_(self.gamma)
+        # With negate, q holds −r from here on (r the recursion's vector), so each β comes out
+        # negated and r's update r += (α − β)s becomes q += (−α − β')s.
+        q.mul_(sign * self.gamma)
         for i in range(k):
             beta = self._rho[i] * float(torch.dot(both[i][1], q))
-            q.add_(both[i][0], alpha=alpha[i] - beta)
+            q.add_(both[i][0], alpha=sign * alpha[i] - beta)
         return q
 
-    def _apply_inverse_compact(self, g: Tensor) -> Tensor:
+    def _apply_inverse_compact(self, g: Tensor, sign: float = 1.0) -> Tensor:
         """``H g`` from the compact representation [BNS94, eq. (3.13)], [NW06, eq. (7.24)]::
 
             H = γI + [S  γY] [[R⁻ᵀ(D + γYᵀY)R⁻¹, −R⁻ᵀ], [−R⁻¹, 0]] [Sᵀ; γYᵀ],
@@ -268,10 +273,10 @@ class LBFGSMemory:
         Ra = Rinv @ a
         p = Rinv.T @ (np.diag(self._SY)[slots] * Ra + gamma * (self._YY[idx] @ Ra) - gamma * b)
         coef = np.zeros(2 * h)
-        coef[slots] = p
-        coef[rows_y] = -gamma * Ra
+        coef[slots] = sign * p
+        coef[rows_y] = -sign * gamma * Ra
         c = torch.from_numpy(coef).to(dtype=g.dtype, device=g.device)
-        return torch.addmv(g.detach(), self._buf.T, c, beta=gamma)
+        return torch.addmv(g.detach(), self._buf.T, c, beta=sign * gamma)
 
     def _update_gram(self, g: Tensor | None = None) -> np.ndarray | None:
         """Gram entries of the pending rows against every older row; with ``g``, also

@@ -150,7 +150,7 @@ class LBFGSSolver:
             return self._finish(x, f, g, info,
                                 f"gradient max-norm <= tolerance_grad={cfg.tolerance_grad:g}")
 
-        d = -self.memory.apply_inverse(g) if len(self.memory) else -g
+        d = self.memory.apply_inverse(g, negate=True) if len(self.memory) else -g
         dphi0 = float(g @ d)
         d_max = max_abs(d)  # NaN/Inf propagate: also the finiteness test of d
         if not dphi0 < 0.0 or not math.isfinite(d_max):
