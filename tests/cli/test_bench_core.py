@@ -2,7 +2,9 @@
 
 import json
 
-from mldd.perf.core import _rosenbrock_case, compare_lbfgs
+import pytest
+
+from mldd.perf.core import _rosenbrock_case, compare_lbfgs, measure_overhead
 from mldd.train.cli import main
 
 
@@ -39,3 +41,15 @@ def test_interleaving_in_chunks_changes_no_iterate_and_no_count():
     for a, b in zip(short, long, strict=True):
         assert (a.method, a.iterations, a.grad_evals, a.final_loss) == (
             b.method, b.iterations, b.grad_evals, b.final_loss)
+
+
+def test_overhead_repeats_give_medians_with_their_range():
+    results = measure_overhead(n_iter=2, repeats=3)
+    assert [r.method for r in results] == [
+        "TrustRegion(hessian='lsr1')", "mldd LBFGS", "torch.optim.LBFGS"]
+    for r in results:
+        assert r.repeats == 3
+        assert 0 < r.overhead_fraction_min <= r.overhead_fraction <= r.overhead_fraction_max
+        assert r.overhead_ms_per_iter > 0 and r.ms_per_grad_eval > 0
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1, got 0"):
+        measure_overhead(repeats=0)

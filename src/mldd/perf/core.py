@@ -241,6 +241,9 @@ class OverheadResult:
     evals_per_iter: float
     overhead_ms_per_iter: float
     overhead_fraction: float
+    overhead_fraction_min: float = math.nan
+    overhead_fraction_max: float = math.nan
+    repeats: int = 1
 
 
 def _classification_case(seed: int) -> tuple[str, nn.Module, Callable[[nn.Module], Tensor]]:
@@ -267,8 +270,8 @@ def _pinn_case(seed: int) -> tuple[str, nn.Module, Callable[[nn.Module], Tensor]
     return ("Burgers PINN 3×220, float64, 2,000 points", problem.build_model(seed), problem.loss)
 
 
-def measure_overhead(n_iter: int = 30, seed: int = 0, case: str = "classification"
-                     ) -> list[OverheadResult]:
+def measure_overhead(n_iter: int = 30, seed: int = 0, case: str = "classification",
+                     repeats: int = 1) -> list[OverheadResult]:
     """Optimizer time per iteration outside the closure, relative to one closure call.
 
     Args:
@@ -276,11 +279,16 @@ def measure_overhead(n_iter: int = 30, seed: int = 0, case: str = "classificatio
             region of the PINN case, so that its memory is full).
         seed: data and initial weights.
         case: ``"classification"`` (cheap gradients) or ``"pinn"`` (the PINN use case).
+        repeats: fresh runs per method, the methods taking turns within each round so that
+            all see the same machine; the figures are medians over the runs (the overhead
+            fraction also with its min and max). The machine's speed drifts by several
+            percent between runs, which one run cannot show.
     """
     builders = {"classification": _classification_case, "pinn": _pinn_case}
     if case not in builders:
         raise ValueError(f"case={case!r} is not allowed; choose one of {sorted(builders)}")
-    out = []
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     makers: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
         "TrustRegion(hessian='lsr1')": lambda p: TrustRegion(p, hessian="lsr1", memory=5),
         "mldd LBFGS": lambda p: LBFGS(p, memory=10, tolerance_grad=0.0, tolerance_change=0.0),
@@ -296,7 +304,8 @@ def measure_overhead(n_iter: int = 30, seed: int = 0, case: str = "classificatio
         makers["TrustRegion(hessian='lbfgs', memory=50)"] = lambda p: TrustRegion(
             p, hessian="lbfgs", memory=50)
         warmup["TrustRegion(hessian='lbfgs', memory=50)"] = 53
-    for method, make in makers.items():
+    runs: dict[str, list[OverheadResult]] = {method: [] for method in makers}
+    for _, (method, make) in itertools.product(range(repeats), makers.items()):
         label, model, loss_fn = builders[case](seed)
         params = list(model.parameters())
         opt = make(params)
@@ -318,10 +327,23 @@ def measure_overhead(n_iter: int = 30, seed: int = 0, case: str = "classificatio
         total = time.perf_counter() - t0
         per_eval = counted.time / max(counted.calls, 1)
         overhead = (total - counted.time) / n_iter
-        out.append(OverheadResult(label, method, sum(p.numel() for p in params), n_iter,
-                                  1e3 * per_eval, 1e3 * total / n_iter, counted.calls / n_iter,
-                                  1e3 * overhead, overhead / per_eval))
-    return out
+        runs[method].append(OverheadResult(label, method, sum(p.numel() for p in params),
+                                           n_iter, 1e3 * per_eval, 1e3 * total / n_iter,
+                                           counted.calls / n_iter, 1e3 * overhead,
+                                           overhead / per_eval))
+    return [_median_overhead(r) for r in runs.values()]
+
+
+def _median_overhead(runs: list[OverheadResult]) -> OverheadResult:
+    """One method's runs as one result: medians, and the overhead fraction's range."""
+    med = {key: statistics.median(getattr(r, key) for r in runs)
+           for key in ("ms_per_grad_eval", "ms_per_iter", "evals_per_iter",
+                       "overhead_ms_per_iter", "overhead_fraction")}
+    fractions = [r.overhead_fraction for r in runs]
+    first = runs[0]
+    return OverheadResult(first.case, first.method, first.n_params, first.iterations, **med,
+                          overhead_fraction_min=min(fractions),
+                          overhead_fraction_max=max(fractions), repeats=len(runs))
 
 
 def _per_iter_ratio(r: RunResult, ref: RunResult) -> str:
@@ -330,6 +352,13 @@ def _per_iter_ratio(r: RunResult, ref: RunResult) -> str:
     med, lo, hi = paired_time_ratio(r, ref)
     scale = ref.iterations / max(r.iterations, 1)  # every repeat makes the same iterations
     return f"{med * scale:.3f} [{lo * scale:.3f}, {hi * scale:.3f}]"
+
+
+def _fraction_cell(o: OverheadResult) -> str:
+    if o.repeats < 2:
+        return f"{100 * o.overhead_fraction:.1f}%"
+    return (f"{100 * o.overhead_fraction:.1f}% [{100 * o.overhead_fraction_min:.1f}, "
+            f"{100 * o.overhead_fraction_max:.1f}]")
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -366,9 +395,10 @@ def run_core_benchmark(out: str | Path, threads: int = 2, quick: bool = False) -
                              tol=1e-4 if quick else 1e-5, max_iter=300 if quick else 5000,
                              repeats=repeats["mlp"], chunk=chunks["mlp"])
     log.info("optimizer overhead")
-    overhead = measure_overhead(n_iter=5 if quick else 30)
+    overhead_repeats = 1 if quick else 5
+    overhead = measure_overhead(n_iter=5 if quick else 30, repeats=overhead_repeats)
     if not quick:
-        overhead += measure_overhead(n_iter=10, case="pinn")
+        overhead += measure_overhead(n_iter=10, case="pinn", repeats=3)
     torch_runs = {r.problem: r for r in results if r.method == "torch.optim.LBFGS"}
     rows = [[r.problem, r.method, r.iterations, r.grad_evals,
              f"{r.time_s:.2f} [{r.time_min_s:.2f}, {r.time_max_s:.2f}]",
@@ -377,7 +407,7 @@ def run_core_benchmark(out: str | Path, threads: int = 2, quick: bool = False) -
              "yes" if r.converged else "no"] for r in results]
     orows = [[o.case, o.method, o.n_params, f"{o.ms_per_grad_eval:.2f}", f"{o.ms_per_iter:.2f}",
               f"{o.evals_per_iter:.2f}", f"{o.overhead_ms_per_iter:.3f}",
-              f"{100 * o.overhead_fraction:.1f}%"] for o in overhead]
+              _fraction_cell(o), o.repeats] for o in overhead]
     report = "\n\n".join([
         "# mldd bench core",
         f"mldd {mldd.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
@@ -399,9 +429,11 @@ def run_core_benchmark(out: str | Path, threads: int = 2, quick: bool = False) -
         "Overhead = wall time per iteration outside the closure / time of one closure call. "
         "torch's LBFGS runs with max_iter=1 (one iteration per step, like mldd's); it calls "
         "the closure once more per step than mldd's, which reuses its line search's last "
-        "evaluation.",
+        "evaluation. Each method ran several times from fresh (the methods taking turns); "
+        "the times are medians and the overhead / grad eval is the median [min, max] over "
+        "the runs (runs: the last column).",
         _table(["case", "method", "params", "ms/grad eval", "ms/iter", "evals/iter",
-                "overhead ms/iter", "overhead / grad eval"], orows),
+                "overhead ms/iter", "overhead / grad eval", "runs"], orows),
     ]) + "\n"
     (out / "report.md").write_text(report)
     data = {"convergence": [asdict(r) | {"ms_per_iter": r.ms_per_iter} for r in results],
