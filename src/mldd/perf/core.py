@@ -395,8 +395,7 @@ def run_core_benchmark(out: str | Path, threads: int = 2, quick: bool = False) -
                              tol=1e-4 if quick else 1e-5, max_iter=300 if quick else 5000,
                              repeats=repeats["mlp"], chunk=chunks["mlp"])
     log.info("optimizer overhead")
-    overhead_repeats = 1 if quick else 5
-    overhead = measure_overhead(n_iter=5 if quick else 30, repeats=overhead_repeats)
+    overhead = measure_overhead(n_iter=5 if quick else 30, repeats=1 if quick else 5)
     if not quick:
         overhead += measure_overhead(n_iter=10, case="pinn", repeats=3)
     torch_runs = {r.problem: r for r in results if r.method == "torch.optim.LBFGS"}

@@ -258,7 +258,8 @@ class LBFGSMemory:
         closure's forward and backward evict them). Used once the memory is in buffer storage,
         where the two-loop recursion's dot products on buffer rows were up to 3× slower than on
         separate tensors; in list storage the two-loop recursion stays (at 10 pairs × 100k
-        float32 the two take about the same time: 0.85 ms).
+        float32 the two take about the same time: 0.85 ms). Returns ``sign · H g`` (the sign
+        folded into the coefficients and ``β``).
         """
         w = self._update_gram(g)
         assert w is not None and self._buf is not None
