@@ -255,6 +255,40 @@ def test_lsr1_psi_gram_is_psi_t_psi_and_round_trips_bit_exact(rule, k):
     assert LSR1Memory().psi_gram() is None
 
 
+def _psi_gram_error_float32(near_gamma: bool) -> float:
+    """Largest entry error of ``psi_gram()`` for float32 pairs, relative to ``max ψᵢᵀψᵢ``,
+    against the float64 Gram matrix of the stored float32 rows."""
+    gen = torch.Generator().manual_seed(4)
+    n, mem = 2000, LSR1Memory(history=4)  # γ fixed at 1
+    for _ in range(4):
+        s = torch.randn(n, generator=gen)
+        noise = torch.randn(n, generator=gen)
+        # y ≈ γs leaves ψ = y − γs a thousandth of y: ΨᵀΨ's expansion cancels 10⁶-fold.
+        mem.update(s, s + 1e-3 * noise if near_gamma else 0.5 * s + noise)
+    _, rows, _, _ = mem.compact_rows()
+    G = mem.psi_gram()
+    assert rows is not None and G is not None and rows.dtype == torch.float32
+    ref = (rows.double() @ rows.double().T).numpy()
+    return float(np.abs(G - ref).max() / np.diag(ref).max())
+
+
+@pytest.mark.parametrize("near_gamma", [False, True])
+def test_lsr1_psi_gram_is_accurate_in_float32_even_where_the_expansion_cancels(near_gamma):
+    # Without the fallback to products with the rows, the cancelling case is off by 65% here.
+    assert _psi_gram_error_float32(near_gamma) < 1e-5
+
+
+def test_lsr1_loads_a_checkpoint_without_yy_gram():
+    mem, _ = _filled_lsr1(k=6, history=4, seed=5, gamma_rule="yy_sy")
+    d = mem.state_dict()
+    del d["YY"]  # checkpoints written before the memory kept YᵀY
+    other = LSR1Memory()
+    other.load_state_dict(d)
+    np.testing.assert_allclose(other.psi_gram(), mem.psi_gram(), rtol=1e-12, atol=1e-12)
+    v = torch.randn(15, dtype=DT)
+    torch.testing.assert_close(other.matvec(v), mem.matvec(v), rtol=1e-12, atol=1e-12)
+
+
 def test_lbfgs_lazy_gram_matches_a_restored_memory_bitwise():
     # Gram entries are computed at the first matvec after updates; a memory restored from a
     # checkpoint (which holds the Gram matrices and the rows still pending) must give the same

@@ -34,6 +34,9 @@ from mldd.linalg.flat import to_numpy64 as _to_numpy
 __all__ = ["LSR1Memory"]
 
 _GAMMA_RULES = ("fixed", "yy_sy")
+# ΨᵀΨ comes from the Gram matrices unless a diagonal entry ψᵀψ has cancelled below this share of
+# yᵀy + γ²sᵀs (see LSR1Memory.psi_gram).
+_PP_CANCEL = 1e-2
 
 
 class LSR1Memory:
@@ -101,14 +104,13 @@ class LSR1Memory:
         self._slots: list[int] = []
         self._psi_gamma: float | None = None  # γ the Ψ rows were computed with
         # Gram matrices in float64 (CPU), oldest first, grown incrementally so an update costs
-        # O(n·k): SS[i, j] = s_iᵀs_j, SY[i, j] = s_iᵀy_j.
+        # O(n·k): SS[i, j] = s_iᵀs_j, SY[i, j] = s_iᵀy_j, YY[i, j] = y_iᵀy_j.
         self._SS = np.zeros((0, 0))
         self._SY = np.zeros((0, 0))
+        self._YY = np.zeros((0, 0))
         self._Minv: np.ndarray | None = None
-        # ΨᵀΨ indexed by buffer slot (history × history): the OBS solver's CholeskyQR needs it,
-        # and one matrix-vector product per new row keeps it current, where the full product
-        # Ψ·Ψᵀ (a k×n by n×k GEMM) runs several times slower than k passes over Ψ on CPU BLAS.
-        self._PPbuf = np.zeros((history, history))
+        # ``(version, ΨᵀΨ)`` of the last :meth:`psi_gram` call (the OBS solver's CholeskyQR).
+        self._pp_cache: tuple[int, np.ndarray] | None = None
         self._version = 0
         # ``(v, v._version, memory version, Ψᵀv)`` of the last two :meth:`quad` calls: the trust
         # region offers its step to :meth:`update` right after the model value was computed from
@@ -148,6 +150,7 @@ class LSR1Memory:
         self._psi_gamma = None
         self._SS = np.zeros((0, 0))
         self._SY = np.zeros((0, 0))
+        self._YY = np.zeros((0, 0))
         self._Minv = None
         self._version += 1
         self._quad_memo.clear()
@@ -161,6 +164,7 @@ class LSR1Memory:
         del self._slots[0]
         self._SS = self._SS[1:, 1:].copy()
         self._SY = self._SY[1:, 1:].copy()
+        self._YY = self._YY[1:, 1:].copy()
 
     def _rows_dot(self, buf: Tensor, v: Tensor) -> np.ndarray:
         """``(Xᵀv)`` for the stored rows of ``buf``, oldest first, float64 NumPy."""
@@ -206,27 +210,43 @@ class LSR1Memory:
             torch.mul(self._Sbuf[j], self._gamma, out=out)
             torch.sub(self._Ybuf[j], out, out=out)
 
-    def _psi_gram(self, new: list[int]) -> None:
-        """Entries of ΨᵀΨ for the rows ``new`` (buffer slots, oldest first) against every older row.
-
-        Entry ``(i, j)`` always comes from the product with the newer row's vector, the same
-        arithmetic whether the rows arrive one per update or all at once (a γ change, a restored
-        checkpoint): resumed runs stay bit-identical.
-        """
-        assert self._Pbuf is not None
-        for j in new:
-            col = _to_numpy(self._Pbuf @ self._Pbuf[j])
-            older = self._slots[: self._slots.index(j) + 1]
-            self._PPbuf[older, j] = col[older]
-            self._PPbuf[j, older] = col[older]
-
     def psi_gram(self) -> np.ndarray | None:
-        """ΨᵀΨ for the rows :meth:`compact_rows` returns, in their order (float64 NumPy)."""
-        if not self._slots:
+        """ΨᵀΨ for the rows :meth:`compact_rows` returns, in their order (float64 NumPy).
+
+        From the Gram matrices the memory keeps anyway, with no pass over ``Ψ``::
+
+            ΨᵀΨ = YᵀY − γ(SᵀY + YᵀS) + γ²SᵀS.
+
+        The expansion loses accuracy where ``Ψ``'s columns are much shorter than ``Y``'s and
+        ``γS``'s (``y_i ≈ γ s_i``): entry ``(i, j)`` carries a rounding error of about
+        ``ε·√(c_i c_j)``, ``c_i = y_iᵀy_i + γ² s_iᵀs_i``. Where a diagonal entry has cancelled
+        below ``c_i/100`` (an error above ``100·ε`` relative to ``ψ_iᵀψ_i``, the order of a float32
+        dot product's own rounding at ``n ~ 10⁵``), ΨᵀΨ is computed from the stored rows instead
+        (one ``k×n`` by ``n×k`` product). With ``γ = yᵀy/sᵀy`` every entry changes at every
+        update; at 100k float32 parameters and ``k = 5`` the expansion saves about 0.5 ms there.
+        """
+        if not self._slots or self._Pbuf is None:
             return None
-        if len(self._slots) == self.history:
-            return self._PPbuf.copy()
-        return self._PPbuf[np.ix_(self._slots, self._slots)]
+        if self._pp_cache is None or self._pp_cache[0] != self._version:
+            self._pp_cache = (self._version, self._psi_gram())
+        return self._pp_cache[1].copy()
+
+    def _psi_gram(self) -> np.ndarray:
+        assert self._Pbuf is not None
+        g = self._gamma
+        full = len(self._slots) == self.history
+        PP = self._YY - g * (self._SY + self._SY.T) + (g * g) * self._SS
+        scale = np.diag(self._YY) + (g * g) * np.diag(self._SS)
+        if np.isfinite(PP).all() and (np.diag(PP) >= _PP_CANCEL * scale).all():
+            if not full:
+                return PP
+            # compact_rows returns the whole buffer then: ΨᵀΨ indexed by buffer slot.
+            out = np.empty_like(PP)
+            out[np.ix_(self._slots, self._slots)] = PP
+            return out
+        rows = self._Pbuf if full else self._Pbuf[self._slots]
+        G = _to_numpy(rows @ rows.T)
+        return 0.5 * (G + G.T)
 
     def _allocate(self, like: Tensor) -> None:
         h = self.history
@@ -283,28 +303,28 @@ class LSR1Memory:
         h = self.history
         self._Sbuf[slot] = s
         self._Ybuf[slot] = y
-        # Matrix-vector products (memory-bound, one pass each): [S; Y]s and Sy, the new slot
-        # included (sᵀs, sᵀy). Rows [0, h) of the buffer are S, [h, 2h) Y.
+        # Two matrix-vector products (memory-bound, one pass each): [S; Y]s and [S; Y]y, the new
+        # slot included (sᵀs, sᵀy, yᵀy). Rows [0, h) of the buffer are S, [h, 2h) Y.
         SYs = _to_numpy(self._SYbuf @ s)
-        Sy_all = _to_numpy(self._Sbuf @ y)
-        Ss, Sy, Ys = SYs[old], Sy_all[old], SYs[[h + j for j in old]]
-        ss, sy = SYs[slot], Sy_all[slot]
+        SYy = _to_numpy(self._SYbuf @ y)
+        Yold = [h + j for j in old]
+        Ss, Sy, Ys, Yy = SYs[old], SYy[old], SYs[Yold], SYy[Yold]
+        ss, sy, yy = SYs[slot], SYy[slot], SYy[h + slot]
         self._SS = _bordered(self._SS, Ss, Ss, ss)
         self._SY = _bordered(self._SY, Sy, Ys, sy)
+        self._YY = _bordered(self._YY, Yy, Yy, yy)
         self._slots.append(slot)
         if self.gamma_rule == "yy_sy":
             # sᵀy is exactly 0 when x + s rounded to x (y = 0): keep γ rather than divide by 0.
             sy_f = float(sy)
-            g_new = float(torch.dot(y, y)) / sy_f if sy_f != 0.0 else math.nan
+            g_new = float(yy) / sy_f if sy_f != 0.0 else math.nan
             if math.isfinite(g_new) and g_new > 0:
                 self._gamma = g_new
         if self._psi_gamma != self._gamma:
             self._set_psi_rows(None)
             self._psi_gamma = self._gamma
-            self._psi_gram(self._slots)
         else:
             self._set_psi_rows([slot])
-            self._psi_gram([slot])
         self._rebuild()
         return bool(self._slots) and self._slots[-1] == slot
 
@@ -397,6 +417,7 @@ class LSR1Memory:
             "y": y,
             "SS": torch.from_numpy(self._SS.copy()),
             "SY": torch.from_numpy(self._SY.copy()),
+            "YY": torch.from_numpy(self._YY.copy()),
             # Buffer rows of the pairs: restoring the same layout keeps products bit-identical
             # (the row order fixes the summation order in Ψc).
             "slots": list(self._slots),
@@ -412,7 +433,6 @@ class LSR1Memory:
         if len(y_list) != k or k > int(d["history"]):
             raise ValueError("inconsistent L-SR1 state: s, y and history do not match")
         self.history = int(d["history"])
-        self._PPbuf = np.zeros((self.history, self.history))
         self.skip_tol = float(d["skip_tol"])
         self.gamma_init = float(d["gamma_init"])
         self.gamma_rule = str(d["gamma_rule"])
@@ -436,18 +456,20 @@ class LSR1Memory:
             self._slots = slots
             self._set_psi_rows(None)
             self._psi_gamma = self._gamma
-            self._psi_gram(self._slots)
-        if "SS" in d and "SY" in d:
-            self._SS = _to_numpy(d["SS"].detach()).copy()
-            self._SY = _to_numpy(d["SY"].detach()).copy()
-        elif k:
-            S = torch.stack(s_list, dim=1)
-            Y = torch.stack(y_list, dim=1)
-            self._SS = _to_numpy(S.T @ S)
-            self._SY = _to_numpy(S.T @ Y)
-        else:
-            self._SS = np.zeros((0, 0))
-            self._SY = np.zeros((0, 0))
+        # The saved Gram matrices keep a resumed run bit-identical; checkpoints written before a
+        # matrix was kept (YY before 2026-11-25) get it from the pairs.
+        S = torch.stack(s_list, dim=1) if k else None
+        Y = torch.stack(y_list, dim=1) if k else None
+        grams = {"SS": (S, S), "SY": (S, Y), "YY": (Y, Y)}
+        for key, (a, b) in grams.items():
+            if key in d:
+                value = _to_numpy(d[key].detach()).copy()
+            elif a is not None and b is not None:
+                value = _to_numpy(a.T @ b)
+            else:
+                value = np.zeros((0, 0))
+            setattr(self, f"_{key}", value)
+        self._pp_cache = None
         self._rebuild()
 
 
