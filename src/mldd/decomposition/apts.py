@@ -74,6 +74,7 @@ from mldd.globalization.trust_region import TrustRegionPolicy
 from mldd.objective import EvalCounters
 from mldd.solvers.base import IterationResult, check_bools, check_choice, check_positive, is_finite
 from mldd.solvers.trust_region import TrustRegionConfig, TrustRegionSolver
+from mldd.validation import check_int
 
 HESSIANS = ("lsr1", "lbfgs", "none")
 COMBINES = ("sum", "mean")
@@ -138,8 +139,7 @@ class APTSConfig:
         check_bools(self)
         for name in ("local_iters", "memory"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            check_int(name, v)
         check_choice("hessian", self.hessian, HESSIANS)
         check_choice("combine", self.combine, COMBINES)
         check_positive(self, ("radius", "radius_min", "radius_max", "shrink", "expand"))

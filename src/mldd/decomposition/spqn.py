@@ -106,6 +106,7 @@ from mldd.solvers.base import (
 )
 from mldd.solvers.lbfgs import LBFGSConfig, LBFGSSolver
 from mldd.solvers.trust_region import TrustRegionConfig, TrustRegionSolver
+from mldd.validation import check_int
 
 VARIANTS = ("additive", "multiplicative")
 GLOBALIZATIONS = ("line_search", "trust_region")
@@ -234,8 +235,7 @@ class SPQNConfig:
             raise ValueError("local_sweep applies to the additive variant (ASPQN); the "
                              "multiplicative variant already sweeps every subdomain")
         if self.groups is not None:
-            if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
-                raise ValueError(f"groups must be None or an integer >= 1, got {self.groups!r}")
+            check_int("groups", self.groups, allow_none=True)
             if not self.local_sweep:
                 raise ValueError("groups applies with local_sweep=True only")
         check_choice("ownership", self.ownership, OWNERSHIPS)
@@ -243,8 +243,7 @@ class SPQNConfig:
         for name in ("local_iters", "local_memory", "subspace_iters", "memory", "coarse_iters",
                      "max_ls", "global_iters"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            check_int(name, v)
         check_positive(self, ("tolerance_grad", "tolerance_change", "local_tolerance_grad",
                               "local_tolerance_change", "curvature_eps"), allow_zero=True)
         if self.momentum is not None and not (

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mldd.validation import check_int, is_int
+
 WEIGHTINGS = ("multiplicity", "restricted")
 
 
@@ -109,8 +111,7 @@ class Decomposition:
         weights: str | Sequence[Tensor] = "multiplicity",
         core: Sequence[Tensor] | None = None,
     ) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n (length of the flat vector) must be an integer >= 1, got {n!r}")
+        check_int("n (length of the flat vector)", n)
         if len(subdomains) == 0:
             raise ValueError("a decomposition needs at least one subdomain")
         self.n = n
@@ -491,7 +492,7 @@ def _from_units(units: list[tuple[str, list[Segment]]], n: int,
                 segments: Sequence[Segment] | None = None,
                 unit_names_are_subdomains: bool = False) -> Decomposition:
     """Group consecutive units (layers, blocks) into subdomains, ``overlap`` units of overlap."""
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+    if not is_int(overlap, 0):
         raise ValueError(f"overlap must be an integer >= 0 (layers shared with each neighbour), "
                          f"got {overlap!r}")
     if weights not in WEIGHTINGS:
@@ -545,9 +546,8 @@ def data_shards(n_rows: int, n_shards: int, *, shuffle: bool = False,
     Returns:
         A list of sorted 1-D ``int64`` tensors; the first ``n_rows mod n_shards`` have one more row.
     """
-    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
-        raise ValueError(f"n_rows must be an integer >= 1, got {n_rows!r}")
-    if isinstance(n_shards, bool) or not isinstance(n_shards, int) or not 1 <= n_shards <= n_rows:
+    check_int("n_rows", n_rows)
+    if not is_int(n_shards, 1) or n_shards > n_rows:
         raise ValueError(f"n_shards must be an integer in [1, n_rows={n_rows}], got {n_shards!r}")
     order = (torch.randperm(n_rows, generator=generator) if shuffle
              else torch.arange(n_rows))

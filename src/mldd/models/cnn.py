@@ -8,9 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-
-def _is_pos_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+from mldd.validation import check_int, is_int
 
 
 def image_hw(image_size: int | Sequence[int], owner: str) -> tuple[int, int]:
@@ -23,7 +21,7 @@ def image_hw(image_size: int | Sequence[int], owner: str) -> tuple[int, int]:
         hw: tuple[int, ...] = (image_size, image_size)
     else:
         hw = tuple(image_size) if isinstance(image_size, Sequence) else ()
-    if len(hw) != 2 or not all(_is_pos_int(v) for v in hw):
+    if len(hw) != 2 or not all(is_int(v, 1) for v in hw):
         raise ValueError(
             f"{owner} image_size must be a positive int or a (height, width) pair, "
             f"got {image_size!r}"
@@ -61,10 +59,9 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         for name, v in (("in_channels", in_channels), ("num_classes", num_classes)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"SmallCNN {name} must be an integer >= 1, got {v!r}")
+            check_int(f"SmallCNN {name}", v)
         chans = tuple(channels)
-        if not chans or not all(_is_pos_int(c) for c in chans):
+        if not chans or not all(is_int(c, 1) for c in chans):
             raise ValueError(
                 f"SmallCNN channels must be a non-empty sequence of integers >= 1, got {channels!r}"
             )

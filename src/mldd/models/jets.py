@@ -71,6 +71,7 @@ from torch import Tensor, nn
 
 from mldd.models.mlp import MLP
 from mldd.models.residual_mlp import ResidualMLP
+from mldd.validation import check_int
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -180,8 +181,7 @@ def make_spec(
         ValueError: for a non-positive ``n_inputs``, an operator of the wrong length or without a
             non-zero coefficient, or operators without first derivatives.
     """
-    if isinstance(n_inputs, bool) or not isinstance(n_inputs, int) or n_inputs < 1:
-        raise ValueError(f"n_inputs must be a positive integer, got {n_inputs!r}")
+    check_int("n_inputs", n_inputs)
     ops = tuple(tuple(float(c) for c in op) for op in operators)
     for op in ops:
         if len(op) != n_inputs:

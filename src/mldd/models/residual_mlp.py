@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mldd.models.mlp import activation as _activation
+from mldd.validation import as_int
 
 
 def default_step(depth: int, T: float = 1.0) -> float:
@@ -33,12 +34,6 @@ def default_step(depth: int, T: float = 1.0) -> float:
     if not T > 0:
         raise ValueError(f"T (time horizon) must be > 0, got {T!r}")
     return float(T) / (depth - 1) if depth > 1 else float(T)
-
-
-def _check_positive_int(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _check_step(owner: str, h: float | None, T: float, depth: int) -> float:
@@ -105,10 +100,10 @@ class ResidualMLP(nn.Module):
     ) -> None:
         super().__init__()
         owner = "ResidualMLP"
-        self.in_features = _check_positive_int(owner, "in_features", in_features)
-        self.out_features = _check_positive_int(owner, "out_features", out_features)
-        self.width = _check_positive_int(owner, "width", width)
-        self.depth = _check_positive_int(owner, "depth", depth)
+        self.in_features = as_int(f"{owner} in_features", in_features)
+        self.out_features = as_int(f"{owner} out_features", out_features)
+        self.width = as_int(f"{owner} width", width)
+        self.depth = as_int(f"{owner} depth", depth)
         self.h = _check_step(owner, h, T, depth)
         self.T = float(T)
         self.activation_name = activation

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from mldd.models.cnn import image_hw
 from mldd.models.mlp import activation as _activation
-from mldd.models.residual_mlp import _check_positive_int, _check_step
+from mldd.models.residual_mlp import _check_step
+from mldd.validation import as_int
 
 
 class ConvResNet(nn.Module):
@@ -77,11 +78,11 @@ class ConvResNet(nn.Module):
     ) -> None:
         super().__init__()
         owner = "ConvResNet"
-        self.in_channels = _check_positive_int(owner, "in_channels", in_channels)
-        self.num_classes = _check_positive_int(owner, "num_classes", num_classes)
-        self.width = _check_positive_int(owner, "width", width)
-        self.depth = _check_positive_int(owner, "depth", depth)
-        self.downsample = _check_positive_int(owner, "downsample", downsample)
+        self.in_channels = as_int(f"{owner} in_channels", in_channels)
+        self.num_classes = as_int(f"{owner} num_classes", num_classes)
+        self.width = as_int(f"{owner} width", width)
+        self.depth = as_int(f"{owner} depth", depth)
+        self.downsample = as_int(f"{owner} downsample", downsample)
         self.image_size = image_hw(image_size, owner)
         if min(self.image_size) < downsample:
             raise ValueError(

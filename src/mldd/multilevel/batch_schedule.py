@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol, runtime_checkable
 
+from mldd.validation import as_int
+
 __all__ = ["BatchSchedule", "ConstantBatchSize", "GeometricBatchSize"]
 
 
@@ -46,12 +48,6 @@ class BatchSchedule(Protocol):
     def load_state_dict(self, d: dict[str, Any]) -> None: ...
 
 
-def _positive_int(owner: str, name: str, v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{owner}: {name} must be an integer >= 1, got {v!r}")
-    return v
-
-
 class ConstantBatchSize:
     """Always the same batch size.
 
@@ -60,7 +56,7 @@ class ConstantBatchSize:
     """
 
     def __init__(self, size: int) -> None:
-        self.size = _positive_int("ConstantBatchSize", "size", size)
+        self.size = as_int("ConstantBatchSize: size", size)
 
     @property
     def batch_size(self) -> int:
@@ -100,12 +96,12 @@ class GeometricBatchSize:
     def __init__(self, initial: int, *, factor: float = 2.0, maximum: int | None = None,
                  patience: int = 3, rtol: float = 1e-3) -> None:
         owner = "GeometricBatchSize"
-        self.size = _positive_int(owner, "initial", initial)
+        self.size = as_int(f"{owner}: initial", initial)
         if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 1):
             raise ValueError(f"{owner}: factor must be a finite number > 1, got {factor!r}")
-        if maximum is not None and _positive_int(owner, "maximum", maximum) < self.size:
+        if maximum is not None and as_int(f"{owner}: maximum", maximum) < self.size:
             raise ValueError(f"{owner}: maximum={maximum!r} is below initial={initial!r}")
-        self.patience = _positive_int(owner, "patience", patience)
+        self.patience = as_int(f"{owner}: patience", patience)
         if not (isinstance(rtol, int | float) and math.isfinite(rtol) and rtol >= 0):
             raise ValueError(f"{owner}: rtol must be a finite number >= 0, got {rtol!r}")
         self.factor = float(factor)

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from mldd.closures import bind
 from mldd.linalg.flat import params_to_vector, vector_to_params
 from mldd.multilevel.transfers import DepthTransfer, IdentityTransfer, Transfer, WidthTransfer
+from mldd.validation import check_int, is_int
 
 __all__ = [
     "Hierarchy",
@@ -63,8 +64,7 @@ def per_level(value: Any, n_levels: int, name: str) -> list[Any]:
     Raises:
         ValueError: if a list has the wrong length (the message names the option).
     """
-    if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
-        raise ValueError(f"n_levels must be an integer >= 1, got {n_levels!r}")
+    check_int("n_levels", n_levels)
     if isinstance(value, list | tuple):
         if len(value) != n_levels:
             raise ValueError(
@@ -148,9 +148,7 @@ class Hierarchy:
         self.levels: list[Level] = list(levels)
         if not self.levels:
             raise ValueError("a Hierarchy needs at least one level")
-        if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
-                                   or n_rows < 1):
-            raise ValueError(f"n_rows must be an integer >= 1 or None, got {n_rows!r}")
+        check_int("n_rows", n_rows, allow_none=True)
         self.n_rows = n_rows
         L = len(self.levels)
         for i, lev in enumerate(self.levels):
@@ -303,19 +301,17 @@ class Hierarchy:
                 cannot be coarsened that often (the message lists depths that can), widths or
                 row counts that would not shrink, or a data level without ``n_rows``.
         """
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-            raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
+        check_int("levels", levels)
         for name, r in (("data_ratio", data_ratio), ("width_ratio", width_ratio)):
             if isinstance(r, bool) or not isinstance(r, int | float) or not 0 < r < 1:
                 raise ValueError(f"{name} must be a number in (0, 1), got {r!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if not is_int(seed):
             raise ValueError(f"seed must be an int, got {seed!r}")
         steps = [_parse_coarsening(c) for c in per_level(
             coarsen if not isinstance(coarsen, str) else [coarsen] * (levels - 1),
             levels - 1, "coarsen")] if levels > 1 else []
         opts = {k: per_level(v, levels, f"options[{k!r}]") for k, v in (options or {}).items()}
-        bad_rows = n_rows is None or isinstance(n_rows, bool) or not isinstance(n_rows, int) \
-            or n_rows < 1
+        bad_rows = not is_int(n_rows, 1)
         if bad_rows and any("data" in s for s in steps):
             raise ValueError(f"data coarsening needs n_rows (the number of rows of the fine "
                                  f"batch) as an integer >= 1, got {n_rows!r}")
@@ -465,7 +461,7 @@ def coarse_width_model(model: nn.Module, *, width: int | None = None,
         raise ValueError(f"width coarsening supports mldd.models.MLP and ResidualMLP, got "
                          f"{type(model).__name__}")
     w = round(model.width * width_ratio) if width is None else width
-    if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w < model.width:
+    if not is_int(w, 1) or w >= model.width:
         raise ValueError(f"width coarsening of a {type(model).__name__} of width {model.width} "
                          f"needs a coarse width in [1, {model.width}), got {w!r} "
                          f"(width_ratio={width_ratio:g})")

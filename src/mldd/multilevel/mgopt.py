@@ -67,6 +67,7 @@ from mldd.solvers.base import (
     evaluate_at,
     is_finite,
 )
+from mldd.validation import check_int
 
 __all__ = ["LEVEL_OPTIONS", "LINE_SEARCHES", "MGOptConfig", "MGOptSolver", "Smoother",
            "TorchSmoother"]
@@ -252,11 +253,8 @@ class MGOptConfig:
         check_choice("line_search", self.line_search, LINE_SEARCHES)
         for name in ("pre_smoothing", "post_smoothing", "coarse_iterations"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
-        if isinstance(self.max_evals, bool) or not isinstance(self.max_evals, int) \
-                or self.max_evals < 1:
-            raise ValueError(f"max_evals must be an integer >= 1, got {self.max_evals!r}")
+            check_int(name, v, 0)
+        check_int("max_evals", self.max_evals)
         check_positive(self, ("kappa_g", "initial_step"))
         check_positive(self, ("restricted_grad_tol",), allow_zero=True)
         if not 0.0 < self.c1 < self.c2 < 1.0:

@@ -86,6 +86,7 @@ from mldd.multilevel.coarse_models import build_coarse_model
 from mldd.multilevel.problem import MultilevelProblem, descent_test, per_level_configs
 from mldd.objective import Objective
 from mldd.solvers.base import IterationResult, check_bools, check_choice, check_positive
+from mldd.validation import check_int
 
 __all__ = ["LEVEL_OPTIONS", "SCALES", "MOFFOConfig", "MOFFOSolver"]
 
@@ -138,8 +139,7 @@ class MOFFOConfig:
         check_choice("scale", self.scale, SCALES)
         check_positive(self, ("restricted_grad_tol",), allow_zero=True)
         v = self.coarse_iterations
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"coarse_iterations must be an integer >= 1, got {v!r}")
+        check_int("coarse_iterations", v)
         if not (isinstance(self.kappa_s, int | float) and 0.0 < self.kappa_s <= 1.0):
             raise ValueError(f"kappa_s must lie in (0, 1], got {self.kappa_s!r}")
 
@@ -164,8 +164,7 @@ class MOFFOSolver:
     def __init__(self, config: MOFFOConfig, n_levels: int,
                  level_options: Sequence[Mapping[str, Any]] | None = None,
                  segments: Sequence[int] | None = None) -> None:
-        if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
-            raise ValueError(f"n_levels must be an integer >= 1, got {n_levels!r}")
+        check_int("n_levels", n_levels)
         if segments is not None:
             segments = [int(k) for k in segments]
             if not segments or any(k < 1 for k in segments):

@@ -39,6 +39,7 @@ from torch.optim import Optimizer
 from mldd.closures import call, require_kind
 from mldd.linalg.flat import all_finite
 from mldd.multilevel.hierarchy import Hierarchy, Level, per_level
+from mldd.validation import is_int
 
 __all__ = ["NestedRecord", "NestedResult", "nested_iteration"]
 
@@ -145,7 +146,7 @@ def nested_iteration(
     require_kind(closure, "rows" if needs_rows else "model", "nested_iteration")
     budgets = per_level(iterations, L, "iterations")
     for i, b in enumerate(budgets):
-        if isinstance(b, bool) or not isinstance(b, int) or b < 0:
+        if not is_int(b, 0):
             raise ValueError(f"iterations must be integers >= 0, got {b!r} for level {i}")
     factories = per_level(optimizer if not callable(optimizer) else [optimizer] * L, L,
                           "optimizer")

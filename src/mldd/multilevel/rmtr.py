@@ -118,6 +118,7 @@ from mldd.solvers.base import (
 from mldd.solvers.trust_region import TrustRegionConfig, TrustRegionSolver
 from mldd.subproblem import SubproblemResult
 from mldd.subproblem.base import boundary_taus, result, vec_norm
+from mldd.validation import check_int
 
 __all__ = ["COARSE_MEMORIES", "COARSE_RADII", "CORRECTION_RADII", "CYCLES", "LEVEL_OPTIONS",
            "RMTRConfig", "RMTRSolver"]
@@ -205,12 +206,10 @@ class RMTRConfig:
         check_choice("correction_radius", self.correction_radius, CORRECTION_RADII)
         for name in ("pre_smoothing", "post_smoothing", "coarse_iterations"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+            check_int(name, v, 0)
         for name in ("pre_successes", "post_successes", "coarse_successes"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            check_int(name, v)
         check_positive(self, ("kappa_g",))
         check_positive(self, ("restricted_grad_tol",), allow_zero=True)
         if not (isinstance(self.hybrid_gamma, int | float) and 0 <= self.hybrid_gamma <= 1):
@@ -347,8 +346,7 @@ class RMTRSolver(CycleCounters):
     def __init__(self, config: RMTRConfig, n_levels: int,
                  batch_schedule: BatchSchedule | None = None,
                  level_options: Sequence[Mapping[str, Any]] | None = None) -> None:
-        if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
-            raise ValueError(f"n_levels must be an integer >= 1, got {n_levels!r}")
+        check_int("n_levels", n_levels)
         self.config = config
         self.n_levels = n_levels
         self.level_configs = per_level_configs(config, n_levels, level_options, LEVEL_OPTIONS,

@@ -44,6 +44,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from mldd.validation import as_int, is_int
+
 __all__ = [
     "DepthTransfer",
     "IdentityTransfer",
@@ -78,12 +80,6 @@ class Transfer(Protocol):
     def inject(self, x_f: Tensor) -> Tensor:
         """Fine iterate → coarse starting point, ``Π x_f``."""
         ...
-
-
-def _check_positive_int(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _check_scale(owner: str, value: object) -> float:
@@ -253,8 +249,8 @@ class SparseTransfer:
         restriction_scale: float = 1.0,
     ) -> None:
         owner = type(self).__name__
-        self.n_coarse = _check_positive_int(owner, "n_coarse", n_coarse)
-        self.n_fine = _check_positive_int(owner, "n_fine", n_fine)
+        self.n_coarse = as_int(f"{owner} n_coarse", n_coarse)
+        self.n_fine = as_int(f"{owner} n_fine", n_fine)
         self.restriction_scale = _check_scale(owner, restriction_scale)
         self._P = self._checked_map(prolongation, (n_fine, n_coarse), "prolongation")
         self._Pi = self._checked_map(injection, (n_coarse, n_fine), "injection")
@@ -386,7 +382,7 @@ class IdentityTransfer:
     kind = "identity"
 
     def __init__(self, n: int) -> None:
-        self.n_coarse = self.n_fine = _check_positive_int("IdentityTransfer", "n", n)
+        self.n_coarse = self.n_fine = as_int("IdentityTransfer n", n)
         self.restriction_scale = 1.0
 
     def _copy(self, v: Tensor, op: str) -> Tensor:
@@ -748,7 +744,7 @@ class WidthTransfer(SparseTransfer):
                              f"got {mapping!r}")
         if split not in self.SPLITS:
             raise ValueError(f"WidthTransfer split must be one of {self.SPLITS}, got {split!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if not is_int(seed):
             raise ValueError(f"WidthTransfer seed must be an int, got {seed!r}")
         if type(coarse_model) is not type(fine_model):
             raise ValueError(f"WidthTransfer needs two networks of the same type, got coarse "

@@ -24,6 +24,7 @@ from mldd.decomposition.subdomains import Decomposition, data_shards
 from mldd.linalg.flat import params_to_vector, vector_to_params
 from mldd.objective import ClosureError, ParamsObjective
 from mldd.optim.base import FlatOptimizer, Solver
+from mldd.validation import check_int
 
 DECOMPOSITIONS = ("auto", "layers", "param_groups", "data")
 _CONFIG_KEYS = tuple(f.name for f in fields(APTSConfig))
@@ -142,13 +143,10 @@ class APTS(FlatOptimizer):
         if kind in ("auto", "data"):
             if n_shards is None:
                 n_shards = self.executor.world_size if self.executor.world_size > 1 else 2
-            if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
-                raise ValueError(f"n_shards must be an integer >= 1, got {n_shards!r}")
+            check_int("n_shards", n_shards)
         elif n_shards is not None or n_rows is not None:
             raise ValueError("n_shards and n_rows apply to decomposition='data' or 'auto' only")
-        if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
-                                   or n_rows < 1):
-            raise ValueError(f"n_rows must be None or an integer >= 1, got {n_rows!r}")
+        check_int("n_rows", n_rows, allow_none=True)
         check_loss_reduction(loss_reduction)
         if blocks is not None and kind not in ("auto", "layers"):
             raise ValueError("blocks applies to decomposition='layers' or 'auto' only")

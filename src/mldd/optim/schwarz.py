@@ -32,6 +32,7 @@ from mldd.decomposition.subdomains import Decomposition, Subdomain, data_shards
 from mldd.decomposition.two_level import bias_space, first_layers_space
 from mldd.objective import ClosureError, EvalCounters, Objective, ParamsObjective
 from mldd.optim.base import FlatOptimizer, Solver
+from mldd.validation import check_int
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,7 @@ class _SPQN(FlatOptimizer):
         if data_parallel and model is None:
             raise ValueError(f"{type(self).__name__}(data_parallel=True) evaluates shards of "
                              "the batch with closure(model, rows), so it needs model=model")
-        if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
-                                   or n_rows < 1):
-            raise ValueError(f"n_rows must be None or an integer >= 1, got {n_rows!r}")
+        check_int("n_rows", n_rows, allow_none=True)
         check_loss_reduction(loss_reduction)
         self._data_parallel, self._n_rows = data_parallel, n_rows
         self._loss_reduction = loss_reduction

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 import mldd
 from mldd.optim import LBFGS, FlatOptimizer, TrustRegion
 from mldd.problems.functions import rosenbrock, rosenbrock_start
+from mldd.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +288,7 @@ def measure_overhead(n_iter: int = 30, seed: int = 0, case: str = "classificatio
     builders = {"classification": _classification_case, "pinn": _pinn_case}
     if case not in builders:
         raise ValueError(f"case={case!r} is not allowed; choose one of {sorted(builders)}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    check_int("repeats", repeats)
     makers: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
         "TrustRegion(hessian='lsr1')": lambda p: TrustRegion(p, hessian="lsr1", memory=5),
         "mldd LBFGS": lambda p: LBFGS(p, memory=10, tolerance_grad=0.0, tolerance_change=0.0),

@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from mldd.validation import check_int
+
 #: Problem size of the probe: points, width, hidden layers (a few ms per evaluation).
 PROBE_POINTS, PROBE_WIDTH, PROBE_LAYERS = 1024, 48, 3
 
@@ -50,8 +52,7 @@ def machine_probe(repeats: int = 7, dtype: torch.dtype = torch.float64) -> float
     Returns:
         Milliseconds per evaluation (the fastest of ``repeats``).
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    check_int("repeats", repeats)
     gen = torch.Generator().manual_seed(1234)
     sizes = [2] + [PROBE_WIDTH] * PROBE_LAYERS + [1]
     weights = []

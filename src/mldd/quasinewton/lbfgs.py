@@ -23,6 +23,7 @@ from torch import Tensor
 
 from mldd.linalg import small
 from mldd.linalg.flat import to_numpy64 as _to_numpy
+from mldd.validation import check_int
 
 __all__ = ["LBFGSMemory"]
 
@@ -71,8 +72,7 @@ class LBFGSMemory:
     """
 
     def __init__(self, history: int = 10, *, curvature_eps: float = 1e-10) -> None:
-        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
-            raise ValueError(f"history must be an integer >= 1, got {history!r}")
+        check_int("history", history)
         if not math.isfinite(curvature_eps) or curvature_eps < 0:
             raise ValueError(f"curvature_eps must be finite and >= 0, got {curvature_eps!r}")
         self.history = history

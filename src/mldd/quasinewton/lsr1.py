@@ -30,6 +30,7 @@ from torch import Tensor
 
 from mldd.linalg import small
 from mldd.linalg.flat import to_numpy64 as _to_numpy
+from mldd.validation import check_int
 
 __all__ = ["LSR1Memory"]
 
@@ -80,8 +81,7 @@ class LSR1Memory:
         gamma_init: float = 1.0,
         gamma_rule: str = "fixed",
     ) -> None:
-        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
-            raise ValueError(f"history must be an integer >= 1, got {history!r}")
+        check_int("history", history)
         if not math.isfinite(skip_tol) or skip_tol < 0:
             raise ValueError(f"skip_tol must be finite and >= 0, got {skip_tol!r}")
         if not math.isfinite(gamma_init) or gamma_init <= 0:

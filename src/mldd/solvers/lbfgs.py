@@ -41,6 +41,7 @@ from mldd.solvers.base import (
     evaluate_at,
     is_finite,
 )
+from mldd.validation import is_int
 
 LINE_SEARCHES = ("strong_wolfe", "backtracking")
 
@@ -82,7 +83,7 @@ class LBFGSConfig:
         check_positive(self, ("memory", "lr", "max_ls"))
         check_positive(self, ("tolerance_grad", "tolerance_change", "curvature_eps"),
                        allow_zero=True)
-        if not isinstance(self.memory, int) or not isinstance(self.max_ls, int):
+        if not is_int(self.memory) or not is_int(self.max_ls):
             raise ValueError(f"memory and max_ls must be integers, got {self.memory!r}, "
                              f"{self.max_ls!r}")
         if not 0.0 < self.c1 < self.c2 < 1.0:

@@ -46,6 +46,7 @@ from mldd.solvers.base import (
 )
 from mldd.subproblem import SubproblemResult, solve
 from mldd.subproblem.steihaug_cg import steihaug_cg_in_span
+from mldd.validation import check_int
 
 HESSIANS = ("lsr1", "lbfgs", "exact", "none")
 SUBPROBLEMS = ("obs", "cg", "cauchy")
@@ -104,13 +105,10 @@ class TrustRegionConfig:
             raise ValueError(
                 "subproblem='obs' solves L-SR1 models exactly and needs hessian='lsr1', "
                 f"got hessian={self.hessian!r}; use 'cg' or 'cauchy'")
-        if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 1:
-            raise ValueError(f"memory must be an integer >= 1, got {self.memory!r}")
+        check_int("memory", self.memory)
         check_positive(self, ("radius", "cg_rtol"))
         check_positive(self, ("tolerance_grad",), allow_zero=True)
-        cap = self.cg_max_iter
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError(f"cg_max_iter must be None or an integer >= 1, got {cap!r}")
+        check_int("cg_max_iter", self.cg_max_iter, allow_none=True)
 
 
 class TrustRegionSolver:

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from mldd.multilevel.moffo import DEFAULT_LR as MOFFO_DEFAULT_LR
 from mldd.problems.base import Problem
+from mldd.validation import is_int
 
 Opts = dict[str, Any]
 Builder = Callable[[list[Tensor], Problem, dict[str, Any]], Any]
@@ -283,7 +284,7 @@ def _torch_lbfgs(
     params: list[Tensor], history: Any, lr: Any, line_search: Any, max_iter: Any = 20,
     budget_s: float | None = None,
 ) -> BudgetedLBFGS:
-    if not isinstance(history, int) or isinstance(history, bool) or history < 1:
+    if not is_int(history, 1):
         raise MethodError(f"torch-lbfgs: option 'history' must be an integer >= 1, got {history!r}")
     _positive("torch-lbfgs", "lr", lr)
     if line_search not in ("strong_wolfe", None, "none"):
@@ -291,7 +292,7 @@ def _torch_lbfgs(
             "torch-lbfgs: option 'line_search' must be 'strong_wolfe' or 'none', "
             f"got {line_search!r}"
         )
-    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
+    if not is_int(max_iter, 1):
         raise MethodError(
             f"torch-lbfgs: option 'max_iter' must be an integer >= 1, got {max_iter!r}")
     # Up to max_iter iterations per step (see the module docstring for why not 1); max_eval is
@@ -342,7 +343,7 @@ class AdamThenLBFGS:
             raise MethodError(
                 f"adam-lbfgs: option 'switch_fraction' must lie in [0, 1], got {switch_fraction!r}"
             )
-        if switch_iters is not None and (not isinstance(switch_iters, int) or switch_iters < 0):
+        if switch_iters is not None and not is_int(switch_iters, 0):
             raise MethodError(
                 f"adam-lbfgs: option 'switch_iters' must be an integer >= 0, got {switch_iters!r}"
             )

@@ -35,6 +35,7 @@ from mldd.models import ConvResNet, ResidualMLP, SmallCNN
 from mldd.problems.base import ClassificationProblem
 from mldd.problems.images.loaders import load_cifar10, load_idx_dataset
 from mldd.problems.registry import register
+from mldd.validation import check_int, is_int
 
 MODELS = ("resmlp", "cnn", "resnet")
 Defaults = dict[str, tuple[int, int]]  # model name -> (width, depth)
@@ -65,7 +66,7 @@ def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
 def _opt_pos_int(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value, 1):
         raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
     return int(value)
 
@@ -312,10 +313,8 @@ def synthetic_images(
     """
     for name, v in (("n_train", n_train), ("n_test", n_test), ("image_size", image_size),
                     ("channels", channels)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"synthetic-images {name} must be an integer >= 1, got {v!r}")
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ValueError(f"synthetic-images n_classes must be an integer >= 2, got {n_classes!r}")
+        check_int(f"synthetic-images {name}", v)
+    check_int("synthetic-images n_classes", n_classes, 2)
     if not (isinstance(noise, int | float) and noise >= 0):
         raise ValueError(f"synthetic-images noise must be a number >= 0, got {noise!r}")
     s_proto, s_train, s_test = np.random.SeedSequence(seed).spawn(3)

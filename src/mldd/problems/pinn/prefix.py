@@ -62,6 +62,7 @@ from mldd.models.jets import (
 )
 from mldd.objective import EvalCounters, MatVec, Objective, grads_wrt
 from mldd.problems.base import PINNProblem
+from mldd.validation import is_int
 
 #: How many (points, channels) prefix jets a :class:`BlockNetwork` keeps (collocation points
 #: with derivatives, boundary points without, a couple of batches).
@@ -144,7 +145,7 @@ def _check_block(model: nn.Module, first: int, last: int) -> int:
         )
     L = len(layer_modules(model))
     for name, v in (("first_layer", first), ("last_layer", last)):
-        if isinstance(v, bool) or not isinstance(v, int):
+        if not is_int(v):
             raise ValueError(f"{name} must be an int, got {v!r}")
     if not 0 <= first <= last < L:
         raise ValueError(
