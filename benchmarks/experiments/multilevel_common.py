@@ -11,10 +11,12 @@ Run the scripts from the repository root with ``.venv/bin/python benchmarks/expe
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -125,6 +127,11 @@ def eval_loss(loss: Callable[[nn.Module], torch.Tensor]) -> Callable[[nn.Module]
     return f
 
 
+def _ratio(ref: float, other: float) -> float:
+    """``ref / other``: how many times sooner ``other`` got there (NaN when ``other`` is 0)."""
+    return ref / other if other > 0 else math.nan
+
+
 def table(traces: list[Trace], target: float, ref: Trace | None = None) -> str:
     """Markdown table: cost and seconds to reach ``target``, final loss, ratios to ``ref``."""
     budget = max(ref.cost) if ref is not None else max(traces[0].cost)
@@ -136,7 +143,7 @@ def table(traces: list[Trace], target: float, ref: Trace | None = None) -> str:
     for tr in traces:
         c, t = tr.first_reaching(target)
         rows.append(f"| {tr.name} | {c:.1f} | {t:.2f} | {tr.final:.4g} | "
-                    f"{rc / c if c > 0 else math.nan:.2f} | {rt / t if t > 0 else math.nan:.2f} | "
+                    f"{_ratio(rc, c):.2f} | {_ratio(rt, t):.2f} | "
                     + " | ".join(f"{tr.loss_at(m):.3g}" for m in marks) + " |")
     return "\n".join(rows)
 
@@ -151,6 +158,51 @@ def metric_table(traces: list[Trace], higher_is_better: bool, ref: Trace) -> str
     for tr in traces:
         c, t = tr.first_metric(target, higher_is_better)
         rows.append(f"| {tr.name} | {c:.1f} | {t:.2f} | {tr.best_metric(higher_is_better):.4g} | "
-                    f"{tr.metric:.4g} | {rc / c if c > 0 else math.nan:.2f} | "
-                    f"{rt / t if t > 0 else math.nan:.2f} |")
+                    f"{tr.metric:.4g} | {_ratio(rc, c):.2f} | {_ratio(rt, t):.2f} |")
     return "\n".join(rows)
+
+
+def horizon_table(traces: list[Trace], ref: Trace, horizons: Sequence[float], *,
+                  by_metric: bool = False, higher_is_better: bool = False) -> str:
+    """Markdown table: for each budget ``B``, the target is the best loss (or metric) ``ref``
+    reaches with at most ``B`` fine-gradient equivalents, and each method's entry is
+    ``ref``'s cost to that target ÷ the method's (its time ratio in brackets).
+
+    One budget gives one number; this table shows how the speed-up depends on the horizon, so a
+    method that is ahead early and caught up late is seen as such.
+    """
+    def reach(tr: Trace, target: float) -> tuple[float, float]:
+        return (tr.first_metric(target, higher_is_better) if by_metric
+                else tr.first_reaching(target))
+
+    values = ref.metrics if by_metric else ref.loss
+    better = max if (by_metric and higher_is_better) else min
+    others = [tr for tr in traces if tr is not ref]
+    rows = [f"| budget | {ref.name}'s best | " + " | ".join(tr.name for tr in others) + " |",
+            "|---:|---:|" + "---|" * len(others)]
+    for b in horizons:
+        seen = [v for c, v in zip(ref.cost, values, strict=False) if c <= b]
+        if not seen or b > max(ref.cost) * (1 + 1e-9):
+            continue
+        target = better(seen)
+        rc, rt = reach(ref, target)
+        cells = []
+        for tr in others:
+            c, t = reach(tr, target)
+            cells.append(f"{_ratio(rc, c):.2f}× ({_ratio(rt, t):.2f}×)" if math.isfinite(c)
+                         else "never")
+        rows.append(f"| {b:g} | {target:.4g} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def save_traces(path: str | Path, traces: Sequence[Trace]) -> None:
+    """Write ``traces`` as JSON (one object per run) for :func:`load_traces`."""
+    Path(path).write_text(json.dumps([asdict(tr) for tr in traces]))
+
+
+def load_traces(paths: Sequence[str | Path]) -> list[Trace]:
+    """The traces saved by :func:`save_traces` in ``paths``, in order."""
+    out: list[Trace] = []
+    for p in paths:
+        out.extend(Trace(**d) for d in json.loads(Path(p).read_text()))
+    return out

@@ -38,7 +38,16 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from multilevel_common import eval_loss, metric_table, run, table
+from multilevel_common import (
+    Trace,
+    eval_loss,
+    horizon_table,
+    load_traces,
+    metric_table,
+    run,
+    save_traces,
+    table,
+)
 
 import mldd.problems
 from mldd.optim import RMTR, TrustRegion
@@ -84,7 +93,20 @@ def main() -> None:
     ap.add_argument("--tr", default="{}", metavar="DICT",
                     help="keyword arguments of the TrustRegion baseline, e.g. "
                          "\"{'hessian': 'lbfgs', 'memory': 50}\"")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the network's initialisation")
+    ap.add_argument("--save", metavar="PATH", help="write the runs' traces (JSON) here")
+    ap.add_argument("--load", nargs="+", metavar="PATH",
+                    help="run nothing: print the tables of traces saved with --save (e.g. a "
+                         "baseline and an RMTR run made in two processes at once)")
+    ap.add_argument("--horizons", default="", metavar="B1,B2,...",
+                    help="also print the speed-up to the baseline's best within each budget")
     args = ap.parse_args()
+    horizons = [float(b) for b in args.horizons.split(",") if b]
+    if args.load:
+        prob = mldd.problems.get(args.problem, **{**NETWORKS[args.problem],
+                                                  **ast.literal_eval(args.problem_options)})
+        report(load_traces(args.load), prob, horizons, bool(args.metric_every))
+        return
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -104,7 +126,7 @@ def main() -> None:
           "1 torch thread")
     traces = []
     for name, kw in configs.items():
-        model = prob.build_model(seed=0)
+        model = prob.build_model(seed=args.seed)
         if name == "TR":
             opt: Any = TrustRegion(model.parameters(), **ast.literal_eval(args.tr))
             traces.append(runner(name, model, opt, lambda m=model: prob.loss(m), loss_of,
@@ -127,13 +149,27 @@ def main() -> None:
               f"{[lev['n_g'] for lev in info['levels']]}, cost shares "
               f"{[round(float(lev.cost or 0), 3) for lev in opt.hierarchy or []]}", flush=True)
         traces.append(trace)
-    ref = traces[0]
-    print("\nBy training loss (target: the final loss of the first method)")
+    if args.save:
+        save_traces(args.save, traces)
+    report(traces, prob, horizons, bool(args.metric_every))
+
+
+def report(traces: list[Trace], prob: Any, horizons: list[float], metric: bool) -> None:
+    """Print the tables; the baseline is the run named "TR" (else the first)."""
+    ref = next((tr for tr in traces if tr.name == "TR"), traces[0])
+    print("\nBy training loss (target: the final loss of the baseline)")
     print(table(traces, ref.final, ref))
-    if args.metric_every:
+    if metric:
         print(f"\nBy {prob.metric_name}")
         print(metric_table(traces, prob.higher_is_better, ref))
-
+    if horizons:
+        print("\nBy training loss, per budget: the baseline's cost to its best loss within the "
+              "budget ÷ each method's (time ratio in brackets)")
+        print(horizon_table(traces, ref, horizons))
+        if metric:
+            print(f"\nThe same by {prob.metric_name}")
+            print(horizon_table(traces, ref, horizons, by_metric=True,
+                                higher_is_better=prob.higher_is_better))
 
 if __name__ == "__main__":
     main()
