@@ -186,6 +186,10 @@ def horizon_table(traces: list[Trace], ref: Trace, horizons: Sequence[float], *,
             continue
         target = better(seen)
         rc, rt = reach(ref, target)
+        if rc <= 0:  # the baseline never improved on its starting value: no speed-up to show
+            rows.append(f"| {b:g} | {target:.4g} | " + " | ".join(["at start"] * len(others))
+                        + " |")
+            continue
         cells = []
         for tr in others:
             c, t = reach(tr, target)
