@@ -13,6 +13,11 @@ Every method starts from the same seeded network; after each step the script rec
 single-level trust-region method reaches within the budget; the tables give each method's cost
 and time to reach it and the ratios to TrustRegion.
 
+``--horizons 75,150,300`` adds the speed-up to the baseline's best within each budget (a lead
+that exists only early shows up as such); ``--seed`` seeds the network; ``--save PATH`` writes
+the traces, ``--load PATH...`` prints the tables of saved ones (run the baseline and RMTR in two
+processes at once, then tabulate; ``benchmarks/results/rmtr-horizon/NOTE.md``).
+
 ``--configs`` picks a subset of :data:`CONFIGS` (comma-separated names); ``--extra NAME=DICT``
 adds an RMTR configuration given as a Python dict of keyword arguments of
 :class:`mldd.optim.RMTR`; ``--tr DICT`` sets the baseline's keyword arguments. The session-11
@@ -170,6 +175,7 @@ def report(traces: list[Trace], prob: Any, horizons: list[float], metric: bool) 
             print(f"\nThe same by {prob.metric_name}")
             print(horizon_table(traces, ref, horizons, by_metric=True,
                                 higher_is_better=prob.higher_is_better))
+
 
 if __name__ == "__main__":
     main()
