@@ -42,6 +42,11 @@ class Trace:
         vals = [f for c, f in zip(self.cost, self.loss, strict=True) if c <= cost]
         return min(vals) if vals else math.nan
 
+    def metric_at(self, cost: float, higher_is_better: bool) -> float:
+        """The best metric recorded with at most ``cost`` fine-gradient equivalents spent."""
+        vals = [v for c, v in zip(self.cost, self.metrics, strict=False) if c <= cost]
+        return (max if higher_is_better else min)(vals) if vals else math.nan
+
     def first_reaching(self, target: float) -> tuple[float, float]:
         """``(cost, seconds)`` at which the loss first drops to ``target`` (inf if never)."""
         for c, t, f in zip(self.cost, self.time, self.loss, strict=True):
@@ -175,16 +180,13 @@ def horizon_table(traces: list[Trace], ref: Trace, horizons: Sequence[float], *,
         return (tr.first_metric(target, higher_is_better) if by_metric
                 else tr.first_reaching(target))
 
-    values = ref.metrics if by_metric else ref.loss
-    better = max if (by_metric and higher_is_better) else min
     others = [tr for tr in traces if tr is not ref]
     rows = [f"| budget | {ref.name}'s best | " + " | ".join(tr.name for tr in others) + " |",
             "|---:|---:|" + "---|" * len(others)]
     for b in horizons:
-        seen = [v for c, v in zip(ref.cost, values, strict=False) if c <= b]
-        if not seen or b > max(ref.cost) * (1 + 1e-9):
+        target = ref.metric_at(b, higher_is_better) if by_metric else ref.loss_at(b)
+        if math.isnan(target) or b > max(ref.cost) * (1 + 1e-9):
             continue
-        target = better(seen)
         rc, rt = reach(ref, target)
         if rc <= 0:  # the baseline never improved on its starting value: no speed-up to show
             rows.append(f"| {b:g} | {target:.4g} | " + " | ".join(["at start"] * len(others))
