@@ -70,6 +70,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "TR": {},
     "rmtr-depth3": {"levels": 3, "coarsen": "depth"},
     "rmtr-data2": {"levels": 2, "coarsen": "data", "hierarchy_options": {"data_ratio": 0.125}},
+    # the coarse level's rows double (up to half of the points) once 2 of its last 3
+    # corrections were rejected (RowGrowth; benchmarks/results/rmtr-horizon/NOTE.md)
+    "rmtr-data2-grow": {"levels": 2, "coarsen": "data", "row_growth": True,
+                        "hierarchy_options": {"data_ratio": 0.125}},
     "rmtr-data3": {"levels": 3, "coarsen": "data", "hierarchy_options": {"data_ratio": 0.25}},
     "rmtr-depth+data2": {"levels": 2, "coarsen": "depth+data",
                          "hierarchy_options": {"data_ratio": 0.125}},

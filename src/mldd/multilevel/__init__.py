@@ -20,6 +20,7 @@ from mldd.multilevel.moffo import MOFFOConfig, MOFFOSolver
 from mldd.multilevel.nested import NestedRecord, NestedResult, nested_iteration
 from mldd.multilevel.problem import MultilevelProblem
 from mldd.multilevel.rmtr import RMTRConfig, RMTRSolver
+from mldd.multilevel.row_growth import RowGrowth
 from mldd.multilevel.transfers import (
     DepthTransfer,
     IdentityTransfer,
@@ -49,6 +50,7 @@ __all__ = [
     "NestedResult",
     "RMTRConfig",
     "RMTRSolver",
+    "RowGrowth",
     "SparseTransfer",
     "Transfer",
     "WidthTransfer",

@@ -322,6 +322,8 @@ class _CycleLog:
     coarse_skipped: int = 0
     rho_coarse: float = math.nan
     skip_reasons: list[str] = field(default_factory=list)
+    #: ``(level, accepted)`` of every coarse correction of the cycle, at any level
+    corrections: list[tuple[int, bool]] = field(default_factory=list)
 
 
 class RMTRSolver(CycleCounters):
@@ -543,6 +545,7 @@ class RMTRSolver(CycleCounters):
         else:
             self.n_coarse_rejected += 1
             x_out = x
+        self._log.corrections.append((level, decision.accepted))
         if level == self.n_levels - 1:
             log = self._log
             log.rho_coarse = decision.rho
@@ -587,6 +590,8 @@ class RMTRSolver(CycleCounters):
         }
         if log.skip_reasons:
             info["skip_reasons"] = list(log.skip_reasons)
+        if log.corrections:
+            info["corrections"] = list(log.corrections)
         if self.batch_schedule is not None:
             info["batch_size"] = self.batch_schedule.batch_size
         return info

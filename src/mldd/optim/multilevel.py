@@ -17,7 +17,9 @@ wrong kind raises :class:`~mldd.objective.ClosureError` naming the signature to 
 step holds its batch fixed: every evaluation of one ``step`` must see the same data.
 
 State: ``state_dict()`` holds the core's whole state (fine radius, every level's solver state
-and memory, accumulators, counters, batch-size schedule) and every level's evaluation counters.
+and memory, accumulators, counters, batch-size schedule), every level's evaluation counters, and
+the levels' rows and cost shares with the state of a ``row_growth`` rule (data levels may grow,
+:mod:`mldd.multilevel.row_growth`).
 The coarse networks' parameters are *not* state: every cycle restarts each coarse level from
 the injection ``Π x`` of the finer iterate, so they never carry information between steps.
 """
@@ -25,6 +27,7 @@ the injection ``Π x`` of the finer iterate, so they never carry information bet
 from __future__ import annotations
 
 import inspect
+import logging
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -36,11 +39,14 @@ from mldd.closures import bind, require_kind
 from mldd.linalg.flat import params_to_vector, vector_to_params
 from mldd.multilevel.hierarchy import Hierarchy
 from mldd.multilevel.problem import MultilevelProblem
+from mldd.multilevel.row_growth import RowGrowth
 from mldd.objective import ClosureError, EvalCounters, ParamsObjective
 from mldd.optim.base import FlatOptimizer, Solver
 from mldd.solvers.base import IterationResult
 
 __all__ = ["MultilevelOptimizer", "resolve_hierarchy"]
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_hierarchy(
@@ -103,9 +109,15 @@ def resolve_hierarchy(
 class _ShellState:
     """The core solver plus every level's evaluation counters — what ``state_dict`` saves."""
 
-    def __init__(self, core: Any, n_levels: int) -> None:
+    def __init__(self, core: Any, n_levels: int, hierarchy: Hierarchy | None = None,
+                 row_growth: RowGrowth | None = None) -> None:
         self.core = core
         self.level_counters = [EvalCounters() for _ in range(n_levels)]
+        self.hierarchy = hierarchy
+        self.row_growth = row_growth
+        #: cost of past evaluations not in ``Σ cost_i · count_i`` (a level whose rows grew keeps
+        #: its earlier evaluations charged at the old share)
+        self.cost_offset = 0.0
 
     @property
     def counters(self) -> EvalCounters:
@@ -129,13 +141,35 @@ class _ShellState:
         return result
 
     def state_dict(self) -> dict[str, Any]:
-        return {"core": self.core.state_dict(),
-                "level_counters": [c.as_dict() for c in self.level_counters]}
+        d: dict[str, Any] = {"core": self.core.state_dict(),
+                             "level_counters": [c.as_dict() for c in self.level_counters],
+                             "cost_offset": self.cost_offset}
+        if self.hierarchy is not None:
+            # the rows and costs of data levels change when they grow
+            d["rows"] = [None if lev.rows is None else lev.rows.tolist()
+                         for lev in self.hierarchy]
+            d["costs"] = [lev.cost for lev in self.hierarchy]
+        if self.row_growth is not None:
+            d["row_growth"] = self.row_growth.state_dict()
+        return d
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
+        h = self.hierarchy
+        if h is not None and "rows" in d and len(d["rows"]) != len(h):
+            raise ValueError(f"this state_dict is for {len(d['rows'])} levels, the optimizer's "
+                             f"hierarchy has {len(h)}")
         self.core.load_state_dict(d["core"])
         for c, cd in zip(self.level_counters, d["level_counters"], strict=True):
             c.load(cd)
+        self.cost_offset = float(d.get("cost_offset", 0.0))
+        if h is not None and "rows" in d:
+            for lev, rows, cost in zip(h, d["rows"], d["costs"], strict=True):
+                device = None if lev.rows is None else lev.rows.device
+                lev.rows = None if rows is None else torch.tensor(rows, dtype=torch.long,
+                                                                   device=device)
+                lev.cost = cost
+        if self.row_growth is not None and "row_growth" in d:
+            self.row_growth.load_state_dict(d["row_growth"])
 
 
 class MultilevelOptimizer(FlatOptimizer):
@@ -217,7 +251,8 @@ class MultilevelOptimizer(FlatOptimizer):
         """The functional-core solver for ``hyper``."""
 
     def _build_solver(self, hyper: dict[str, Any]) -> Solver:
-        state = _ShellState(self._build_core(hyper), self.n_levels)
+        state = _ShellState(self._build_core(hyper), self.n_levels, self.hierarchy,
+                            getattr(self, "_row_growth", None))
         # FlatOptimizer created self.counters before calling us: make it the fine counters.
         if hasattr(self, "counters") and not hasattr(self, "_solver"):
             state.counters = self.counters
@@ -279,6 +314,20 @@ class MultilevelOptimizer(FlatOptimizer):
         """Hook: MOFFO wraps the fine closure to report the loss it never uses."""
         return closure
 
+    def _after_step(self, info: dict[str, Any], state: _ShellState) -> None:
+        """Hook run after every step with its info: data levels grow here (``row_growth``)."""
+        growth = state.row_growth
+        if growth is None or self.hierarchy is None or not info.get("corrections"):
+            return
+        events, offset = growth.observe(self.hierarchy, info["corrections"], state.level_counters)
+        state.cost_offset += offset
+        if events:
+            info["rows_grown"] = [(e.level, e.old, e.new) for e in events]
+            for e in events:
+                logger.info("%s: level %d now evaluates %d rows (was %d): %d of its last %d "
+                            "coarse corrections were rejected", self.method_name, e.level, e.new,
+                            e.old, growth.rejections, growth.window)
+
     def _before_step(self) -> None:
         """Hook run at the start of every step (MOFFO reads a scheduler's ``lr`` here)."""
 
@@ -300,7 +349,13 @@ class MultilevelOptimizer(FlatOptimizer):
         result = self._iterate_or_restore(problem, x)
         vector_to_params(result.x, self._params)
         info = dict(result.info)
-        info["grad_evals"] = info.get("cost", problem.cost())
+        state = self._solver
+        assert isinstance(state, _ShellState)
+        cost = float(info.get("cost", problem.cost())) + state.cost_offset
+        if "cost" in info:
+            info["cost"] = cost
+        info["grad_evals"] = cost
+        self._after_step(info, state)
         self.last_info = info
         return torch.tensor(self._start_loss(result), dtype=self._params[0].dtype)
 

@@ -12,6 +12,7 @@ from mldd.globalization.trust_region import TrustRegionPolicy
 from mldd.multilevel.batch_schedule import BatchSchedule
 from mldd.multilevel.hierarchy import Hierarchy
 from mldd.multilevel.rmtr import RMTRConfig, RMTRSolver
+from mldd.multilevel.row_growth import RowGrowth, as_row_growth, growable_levels
 from mldd.optim.multilevel import MultilevelOptimizer
 from mldd.solvers.trust_region import TrustRegionConfig
 
@@ -66,6 +67,12 @@ class RMTR(MultilevelOptimizer):
         batch_schedule: a :class:`~mldd.multilevel.batch_schedule.BatchSchedule` (e.g.
             ``GeometricBatchSize(64, maximum=n)``); read :attr:`batch_size` before drawing the
             next batch. Its state is part of ``state_dict``.
+        row_growth: let data levels grow (:class:`~mldd.multilevel.row_growth.RowGrowth`):
+            ``True`` for the defaults (double a data level's rows, up to half of the finer
+            level's, once 2 of its last 3 coarse corrections were rejected), a dict of
+            ``RowGrowth`` options, a ``RowGrowth``, or ``None``/``False`` (default: fixed rows).
+            Each growth is logged, listed in ``last_info["rows_grown"]`` and saved in
+            ``state_dict`` with the new rows.
 
     Per-level options: a hierarchy level's ``options`` may override the smoothing counts on
     that level (:data:`mldd.multilevel.rmtr.LEVEL_OPTIONS`), e.g.
@@ -133,6 +140,7 @@ class RMTR(MultilevelOptimizer):
         lsr1_gamma: str = "yy_sy",
         reuse_evaluations: bool = True,
         batch_schedule: BatchSchedule | None = None,
+        row_growth: RowGrowth | Mapping[str, Any] | bool | None = None,
     ) -> None:
         policy = TrustRegionPolicy(eta1=eta1, eta2=eta2, rho_tol=rho_tol, gamma1=gamma1,
                                    gamma2=gamma2, radius_min=radius_min, radius_max=radius_max)
@@ -154,9 +162,16 @@ class RMTR(MultilevelOptimizer):
         tr_defaults.update(tr_defaults.pop("policy"))
         defaults.update(tr_defaults)
         self._batch_schedule = batch_schedule
+        self._row_growth = as_row_growth(row_growth)
         super().__init__(params, defaults, hierarchy=hierarchy, model=model, levels=levels,
                          coarsen=coarsen, n_rows=n_rows, hierarchy_options=hierarchy_options)
         self._check_schedule(batch_schedule)
+        if self._row_growth is not None and (
+                self.hierarchy is None or not growable_levels(self.hierarchy)):
+            raise ValueError(
+                f"RMTR: row_growth={row_growth!r} needs a hierarchy with data levels (e.g. "
+                "coarsen='data' with n_rows=...), which evaluate a subset of the rows; this "
+                f"one has none ({self.hierarchy!r})")
 
     def _build_core(self, hyper: dict[str, Any]) -> RMTRSolver:
         h = dict(hyper)
