@@ -9,7 +9,7 @@ import torch
 from multilevel_toys import regression_data, resmlp
 
 import mldd.optim
-from mldd.multilevel import Hierarchy, RowGrowth
+from mldd.multilevel import Hierarchy, IdentityTransfer, Level, RowGrowth
 from mldd.multilevel.row_growth import as_row_growth, growable_levels
 from mldd.objective import EvalCounters
 
@@ -192,3 +192,14 @@ def test_checkpoint_restores_grown_rows_costs_and_rule():
     got = cont(opt2)
     for (c1, r1, x1), (c2, r2, x2) in zip(expected, got, strict=True):
         assert c1 == c2 and torch.equal(r1, r2) and torch.equal(x1, x2)
+
+
+def test_a_level_under_all_rows_needs_n_rows_to_grow():
+    net = resmlp(depth=5)
+    n = sum(p.numel() for p in net.parameters())
+    coarse = Level(net, IdentityTransfer(n), torch.arange(6), cost=0.125, kind="data")
+    h = Hierarchy([coarse, Level(net, kind="fine")])  # no n_rows: no pool to draw rows from
+    assert growable_levels(h) == []
+    h = Hierarchy([Level(net, IdentityTransfer(n), torch.arange(6), cost=0.125, kind="data"),
+                   Level(net, kind="fine")], n_rows=48)
+    assert growable_levels(h) == [0]

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from mldd.multilevel.hierarchy import Hierarchy
 from mldd.multilevel.problem import evaluation_cost
@@ -49,20 +48,18 @@ class Growth:
 
 
 def growable_levels(hierarchy: Hierarchy) -> list[int]:
-    """Indices (coarsest first) of the levels that evaluate fewer rows than the next finer one."""
+    """Indices (coarsest first) of the levels that evaluate fewer rows than the next finer one
+    (a level under an all-rows level counts only when the hierarchy knows ``n_rows``, the pool
+    its new rows are drawn from)."""
     out = []
     for i, (lev, finer) in enumerate(zip(hierarchy.levels[:-1], hierarchy.levels[1:],
                                          strict=True)):
         if lev.rows is None:
             continue
-        pool = _pool_size(hierarchy, finer.rows)
-        if pool is None or lev.rows.numel() < pool:
+        pool = hierarchy.n_rows if finer.rows is None else finer.rows.numel()
+        if pool is not None and lev.rows.numel() < pool:
             out.append(i)
     return out
-
-
-def _pool_size(hierarchy: Hierarchy, rows: Tensor | None) -> int | None:
-    return hierarchy.n_rows if rows is None else rows.numel()
 
 
 class RowGrowth:
@@ -150,8 +147,11 @@ class RowGrowth:
               counters: EvalCounters) -> tuple[Growth | None, float]:
         lev, finer = hierarchy.levels[i], hierarchy.levels[i + 1]
         assert lev.rows is not None and lev.cost is not None
-        pool = (torch.arange(hierarchy.n_rows) if finer.rows is None  # type: ignore[arg-type]
-                else finer.rows.cpu())
+        if finer.rows is None:
+            assert hierarchy.n_rows is not None  # growable_levels checked it
+            pool = torch.arange(hierarchy.n_rows)
+        else:
+            pool = finer.rows.cpu()
         old = lev.rows.numel()
         new = min(math.ceil(old * self.factor), math.floor(self.max_fraction * pool.numel()))
         if new <= old:
