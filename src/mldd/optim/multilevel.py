@@ -17,9 +17,9 @@ wrong kind raises :class:`~mldd.objective.ClosureError` naming the signature to 
 step holds its batch fixed: every evaluation of one ``step`` must see the same data.
 
 State: ``state_dict()`` holds the core's whole state (fine radius, every level's solver state
-and memory, accumulators, counters, batch-size schedule), every level's evaluation counters, and
-the levels' rows and cost shares with the state of a ``row_growth`` rule (data levels may grow,
-:mod:`mldd.multilevel.row_growth`).
+and memory, accumulators, counters, batch-size schedule), every level's evaluation counters, and,
+with a ``row_growth`` rule, the levels' rows and cost shares and the rule's state (data levels
+may grow, :mod:`mldd.multilevel.row_growth`).
 The coarse networks' parameters are *not* state: every cycle restarts each coarse level from
 the injection ``Π x`` of the finer iterate, so they never carry information between steps.
 """
@@ -144,12 +144,11 @@ class _ShellState:
         d: dict[str, Any] = {"core": self.core.state_dict(),
                              "level_counters": [c.as_dict() for c in self.level_counters],
                              "cost_offset": self.cost_offset}
-        if self.hierarchy is not None:
-            # the rows and costs of data levels change when they grow
+        if self.row_growth is not None and self.hierarchy is not None:
+            # growth changes the data levels' rows and costs; otherwise the build fixes them
             d["rows"] = [None if lev.rows is None else lev.rows.tolist()
                          for lev in self.hierarchy]
             d["costs"] = [lev.cost for lev in self.hierarchy]
-        if self.row_growth is not None:
             d["row_growth"] = self.row_growth.state_dict()
         return d
 
