@@ -1,4 +1,4 @@
-"""Checks of user-given integers, shared by every module (it imports nothing from mldd).
+"""Checks of user-given integers and devices, shared by every module (it imports nothing from mldd).
 
 ``bool`` is a subclass of ``int`` in Python, so ``isinstance(True, int)`` holds; an option such as
 ``history=True`` is a mistake, not the integer 1, and is refused here.
@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-__all__ = ["as_int", "check_int", "is_int"]
+import torch
+
+__all__ = ["as_device", "as_int", "check_int", "is_int"]
 
 
 def is_int(value: object, minimum: int | None = None) -> bool:
@@ -38,3 +40,36 @@ def as_int(name: str, value: object, minimum: int = 1) -> int:
     check_int(name, value, minimum)
     assert isinstance(value, int)
     return value
+
+
+def as_device(value: object, name: str = "device") -> torch.device:
+    """``value`` as a ``torch.device`` that this machine has.
+
+    Checked here, at construction, so that a typo or a missing GPU is reported once with the
+    allowed values, not as a device-mismatch error deep inside the first training step.
+
+    Args:
+        value: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or another torch device string) or a
+            ``torch.device``.
+        name: the option's name for the message.
+
+    Raises:
+        ValueError: for a value that is not a device, or a CUDA device this machine lacks.
+    """
+    if not isinstance(value, str | torch.device):
+        raise ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:N' or a torch.device, "
+                         f"got {value!r}")
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got "
+                         f"{value!r}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name}={value!r} needs CUDA, which this machine lacks "
+                             "(torch.cuda.is_available() is False); use device='cpu'")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name}={value!r}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    return device

@@ -147,3 +147,18 @@ def test_checkpoint_resume_is_exact(tmp_path, method: str, options: dict[str, An
     assert res.iterations == 2 * k
     assert torch.equal(_params(second), _params(full))
     assert second.grad_evals == full.grad_evals
+
+
+def test_resume_on_another_device_is_refused(tmp_path) -> None:
+    first = make("adam", {"batch_size": 24}, max_iters=3, batch_size=24, out=tmp_path,
+                 checkpoint_every=1e9)
+    first.run()
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    # stands in for a checkpoint written on a GPU (this machine may have none)
+    ck["model"] = {k: v.to("meta") for k, v in ck["model"].items()}
+    torch.save(ck, tmp_path / "elsewhere.pt")
+    second = make("adam", {"batch_size": 24}, max_iters=6, batch_size=24)
+    before = _params(second)
+    with pytest.raises(ValueError, match="written on meta; this run is on cpu"):
+        second.resume(tmp_path / "elsewhere.pt")
+    assert torch.equal(_params(second), before)

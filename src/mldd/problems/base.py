@@ -28,12 +28,15 @@ class Problem(ABC):
         metric_name: name of the error/accuracy metric (``"rel_l2"`` or ``"accuracy"``).
         higher_is_better: whether larger metric values are better (accuracy) or worse (error).
         dtype: dtype of the data and of the models the problem builds.
+        device: where the data and the models the problem builds live (problems that take a
+            ``device`` option; the others stay on the CPU).
     """
 
     name: str = "problem"
     metric_name: str = "metric"
     higher_is_better: bool = False
     dtype: torch.dtype = torch.float64
+    device: torch.device = torch.device("cpu")
 
     @abstractmethod
     def build_model(self, seed: int | None = None) -> nn.Module:
@@ -79,7 +82,8 @@ class Problem(ABC):
 
     def describe(self) -> dict[str, Any]:
         """A small dict of the problem's settings (for configs and reports)."""
-        return {"name": self.name, "metric": self.metric_name, "dtype": str(self.dtype)}
+        return {"name": self.name, "metric": self.metric_name, "dtype": str(self.dtype),
+                "device": str(self.device)}
 
 
 class PINNProblem(Problem):

@@ -338,8 +338,12 @@ class Trainer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        mine_devices = {str(v.device) for v in self.model.state_dict().values()}
+        # A CPU run maps everything to the CPU, so a checkpoint written on a GPU continues on a
+        # machine without one; a GPU run keeps the devices the file names (checked below).
+        on_cpu = mine_devices <= {"cpu"}
         try:
-            ck = torch.load(path, weights_only=False)
+            ck = torch.load(path, weights_only=False, map_location="cpu" if on_cpu else None)
         except Exception as exc:  # unpickling errors have many types
             raise ValueError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
         if not isinstance(ck, dict) or not {"model", "optimizer", "trainer", "rng"} <= set(ck):
@@ -350,6 +354,16 @@ class Trainer:
             if key in saved and mine is not None and saved[key] != mine:
                 raise ValueError(f"checkpoint {str(path)!r} was written by a run with {key} "
                                  f"{saved[key]!r}; this run's {key} is {mine!r}")
+        saved_devices = {str(v.device) for v in ck["model"].values()
+                         if isinstance(v, torch.Tensor)}
+        if saved_devices and saved_devices != mine_devices:
+            # the optimizer state (memories, per-level vectors) lives where it was written;
+            # moving it piecemeal would mix devices in the next step (its small k×k matrices
+            # must stay on the CPU)
+            raise ValueError(f"checkpoint {str(path)!r} was written on "
+                             f"{', '.join(sorted(saved_devices))}; this run is on "
+                             f"{', '.join(sorted(mine_devices))}. Resume on the device that "
+                             "wrote it (the problem's device option), or on the CPU")
         backup = {k: v.clone() for k, v in self.model.state_dict().items()}
         try:
             self.model.load_state_dict(ck["model"])

@@ -35,7 +35,7 @@ from mldd.models import ConvResNet, ResidualMLP, SmallCNN
 from mldd.problems.base import ClassificationProblem
 from mldd.problems.images.loaders import load_cifar10, load_idx_dataset
 from mldd.problems.registry import register
-from mldd.validation import check_int, is_int
+from mldd.validation import as_device, check_int, is_int
 
 MODELS = ("resmlp", "cnn", "resnet")
 Defaults = dict[str, tuple[int, int]]  # model name -> (width, depth)
@@ -160,7 +160,7 @@ class ImageClassificationProblem(ClassificationProblem):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
         self.dtype = as_dtype(dtype)
-        self.device = torch.device(device)
+        self.device = as_device(device)
         self.seed = seed
         self.model_name = model
         dw, dd = self.model_defaults[model]

@@ -41,6 +41,7 @@ from mldd.problems.pinn.jet_residuals import (
     jet_derivatives,
 )
 from mldd.problems.samplers import SAMPLERS, sample
+from mldd.validation import as_device
 
 Array = np.ndarray
 
@@ -75,6 +76,9 @@ class GridPINN(PINNProblem):
         depth: number of hidden layers (default: the problem's paper size).
         activation: activation name of :class:`mldd.models.MLP` (``"tanh"``).
         dtype: ``torch.float64`` (default) or ``torch.float32``.
+        device: where the collocation points, the reference and the networks of
+            :meth:`build_model` live (``"cpu"`` default, ``"cuda"``, ``"cuda:N"``); the points are
+            drawn on the CPU first, so every device gets the same ones.
         seed: seed of the random samplers (``"sobol"``, ``"uniform"``).
         reference_options: keyword arguments of the reference solver (resolution, tolerances),
             e.g. a coarser setting for quick tests; they are part of the cache key.
@@ -122,6 +126,7 @@ class GridPINN(PINNProblem):
         depth: int | None = None,
         activation: str = "tanh",
         dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
         seed: int = 0,
         reference_options: Mapping[str, Any] | None = None,
         use_cache: bool = True,
@@ -148,6 +153,7 @@ class GridPINN(PINNProblem):
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         self.dtype = dtype
+        self.device = as_device(device)
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self.seed = int(seed)
@@ -163,13 +169,13 @@ class GridPINN(PINNProblem):
         self.use_cache = bool(use_cache)
         self.collocation = sample(
             sampler, self.n_collocation, list(self.bounds), seed=self.seed, dtype=dtype
-        )
+        ).to(self.device)
         self._reference: tuple[Tensor, Tensor] | None = None
         self._reference_grid: tuple[Array, Array, Array] | None = None
 
     # ----------------------------------------------------------------------------- model
     def build_model(self, seed: int | None = None) -> nn.Module:
-        """The problem's network ``(2 → width × depth → 1)`` in :attr:`dtype`: an
+        """The problem's network ``(2 → width × depth → 1)`` in :attr:`dtype` on :attr:`device`: an
         :class:`~mldd.models.MLP`, or a :class:`~mldd.models.ResidualMLP` with ``network="resmlp"``.
 
         With ``seed`` the weights are drawn under ``torch.manual_seed(seed)`` inside
@@ -182,11 +188,15 @@ class GridPINN(PINNProblem):
             return self._make_mlp()
 
     def _make_mlp(self) -> nn.Module:
+        # built on the CPU and then moved, so a seed gives the same weights on every device
+        net: nn.Module
         if self.network == "resmlp":
-            return ResidualMLP(2, 1, width=self.width, depth=self.depth,
-                               activation=self.activation, dtype=self.dtype)
-        return MLP(2, 1, width=self.width, depth=self.depth, activation=self.activation,
-                   dtype=self.dtype)
+            net = ResidualMLP(2, 1, width=self.width, depth=self.depth,
+                              activation=self.activation, dtype=self.dtype)
+        else:
+            net = MLP(2, 1, width=self.width, depth=self.depth, activation=self.activation,
+                      dtype=self.dtype)
+        return net.to(self.device)
 
     @staticmethod
     def _net(model: nn.Module, x: Tensor) -> Tensor:
@@ -252,8 +262,8 @@ class GridPINN(PINNProblem):
             g0, g1 = np.meshgrid(a0, a1, indexing="ij")
             pts = np.stack([g0.reshape(-1), g1.reshape(-1)], axis=1)
             self._reference = (
-                torch.as_tensor(pts, dtype=self.dtype),
-                torch.as_tensor(U.reshape(-1), dtype=self.dtype),
+                torch.as_tensor(pts, dtype=self.dtype, device=self.device),
+                torch.as_tensor(U.reshape(-1), dtype=self.dtype, device=self.device),
             )
         return self._reference
 

@@ -97,7 +97,8 @@ def _scalar_jet(u: Tensor, X: Tensor, spec: JetSpec) -> ScalarJet:
     zeros = torch.zeros(N, dtype=X.dtype, device=X.device)
     if not u.requires_grad:
         first = torch.zeros(K, N, dtype=X.dtype, device=X.device)
-        return ScalarJet(u.detach(), first, torch.zeros(len(spec.operators), N, dtype=X.dtype))
+        none = torch.zeros(len(spec.operators), N, dtype=X.dtype, device=X.device)
+        return ScalarJet(u.detach(), first, none)
     (g,) = torch.autograd.grad(u.sum(), X, create_graph=True, allow_unused=True)
     g = torch.zeros_like(X) if g is None else g
     diag: dict[int, Tensor] = {}

@@ -66,7 +66,8 @@ class KleinGordon(GridPINN):
                    dtype=self.dtype)
         ones = torch.ones_like(t)
         #: ``(2 n_boundary, 2)`` points on ``x = −1`` then ``x = +1``.
-        self.boundary = torch.cat([torch.cat([-ones, t], 1), torch.cat([ones, t], 1)], 0)
+        self.boundary = torch.cat([torch.cat([-ones, t], 1), torch.cat([ones, t], 1)],
+                                  0).to(self.device)
         #: the boundary data ``±cos t`` at :attr:`boundary`.
         self.boundary_values = self.boundary[:, 0] * torch.cos(self.boundary[:, 1])
 
