@@ -63,6 +63,8 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "mnist5k": {"width": 32, "depth": 9, "dtype": "float64"},
     "burgers": {"network": "resmlp", "width": 20, "depth": 9, "n_collocation": 10_000},
     "allen-cahn": {"network": "resmlp", "width": 20, "depth": 9, "n_collocation": 10_000},
+    # the paper's 6 × 50 MLP: only data levels apply to it
+    "klein-gordon": {"n_collocation": 10_000},
 }
 
 #: Named RMTR configurations (keyword arguments of mldd.optim.RMTR); "TR" is the baseline.
@@ -74,6 +76,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # corrections were rejected (RowGrowth; benchmarks/results/rmtr-horizon/NOTE.md)
     "rmtr-data2-grow": {"levels": 2, "coarsen": "data", "row_growth": True,
                         "hierarchy_options": {"data_ratio": 0.125}},
+    # no fine smoothing step after the coarse correction: one fine evaluation per cycle
+    # (Klein–Gordon, benchmarks/results/rmtr-horizon/NOTE.md, session 18)
+    "rmtr-data2-ps0": {"levels": 2, "coarsen": "data", "post_smoothing": 0,
+                       "hierarchy_options": {"data_ratio": 0.125}},
+    "rmtr-data2-16": {"levels": 2, "coarsen": "data", "hierarchy_options": {"data_ratio": 0.0625}},
     "rmtr-data3": {"levels": 3, "coarsen": "data", "hierarchy_options": {"data_ratio": 0.25}},
     "rmtr-depth+data2": {"levels": 2, "coarsen": "depth+data",
                          "hierarchy_options": {"data_ratio": 0.125}},
