@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 
-__all__ = ["as_device", "as_int", "check_int", "is_int"]
+__all__ = ["as_device", "as_int", "check_int", "is_int", "is_number"]
 
 
 def is_int(value: object, minimum: int | None = None) -> bool:
@@ -16,6 +18,12 @@ def is_int(value: object, minimum: int | None = None) -> bool:
     if isinstance(value, bool) or not isinstance(value, int):
         return False
     return minimum is None or value >= minimum
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """Whether ``value`` is a real ``int`` or ``float`` (not a ``bool``; NaN and Inf included,
+    callers that need a finite value test that themselves)."""
+    return not isinstance(value, bool) and isinstance(value, int | float)
 
 
 def check_int(name: str, value: object, minimum: int = 1, *, allow_none: bool = False) -> None:

@@ -1,10 +1,10 @@
-"""The shared integer checks of mldd.validation."""
+"""The shared integer and number checks of mldd.validation (devices: tests/api/test_devices.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from mldd.validation import as_int, check_int, is_int
+from mldd.validation import as_int, check_int, is_int, is_number
 
 
 @pytest.mark.parametrize(("value", "minimum", "ok"), [
@@ -34,3 +34,8 @@ def test_as_int_returns_the_checked_value():
     assert as_int("width", 7) == 7
     with pytest.raises(ValueError, match=r"^SmallCNN width must be an integer >= 1, got -1$"):
         as_int("SmallCNN width", -1)
+
+
+def test_is_number_refuses_bool_and_non_numbers() -> None:
+    assert is_number(2) and is_number(0.5) and is_number(float("nan"))
+    assert not is_number(True) and not is_number("1") and not is_number(None)

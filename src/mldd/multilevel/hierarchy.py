@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from mldd.closures import bind
 from mldd.linalg.flat import params_to_vector, vector_to_params
 from mldd.multilevel.transfers import DepthTransfer, IdentityTransfer, Transfer, WidthTransfer
-from mldd.validation import check_int, is_int
+from mldd.validation import check_int, is_int, is_number
 
 __all__ = [
     "Hierarchy",
@@ -303,7 +303,7 @@ class Hierarchy:
         """
         check_int("levels", levels)
         for name, r in (("data_ratio", data_ratio), ("width_ratio", width_ratio)):
-            if isinstance(r, bool) or not isinstance(r, int | float) or not 0 < r < 1:
+            if not is_number(r) or not 0 < r < 1:
                 raise ValueError(f"{name} must be a number in (0, 1), got {r!r}")
         if not is_int(seed):
             raise ValueError(f"seed must be an int, got {seed!r}")

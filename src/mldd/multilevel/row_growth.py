@@ -33,7 +33,7 @@ import torch
 from mldd.multilevel.hierarchy import Hierarchy
 from mldd.multilevel.problem import evaluation_cost
 from mldd.objective import EvalCounters
-from mldd.validation import check_int
+from mldd.validation import check_int, is_number
 
 __all__ = ["Growth", "RowGrowth", "as_row_growth", "growable_levels"]
 
@@ -81,16 +81,14 @@ class RowGrowth:
 
     def __init__(self, factor: float = 2.0, rejections: int = 2, window: int = 3,
                  max_fraction: float = 0.5, seed: int = 0) -> None:
-        if isinstance(factor, bool) or not isinstance(factor, int | float) or not (
-                math.isfinite(factor) and factor > 1.0):
+        if not is_number(factor) or not (math.isfinite(factor) and factor > 1.0):
             raise ValueError(f"RowGrowth: factor must be a number > 1, got {factor!r}")
         check_int("RowGrowth: window", window)
         check_int("RowGrowth: rejections", rejections)
         if rejections > window:
             raise ValueError(f"RowGrowth: rejections={rejections} cannot exceed "
                              f"window={window} (the corrections it counts)")
-        if isinstance(max_fraction, bool) or not isinstance(max_fraction, int | float) or not (
-                0.0 < max_fraction <= 1.0):
+        if not is_number(max_fraction) or not 0.0 < max_fraction <= 1.0:
             raise ValueError(f"RowGrowth: max_fraction must lie in (0, 1], got {max_fraction!r}")
         check_int("RowGrowth: seed", seed, 0)
         self.factor = float(factor)

@@ -44,7 +44,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from mldd.validation import as_int, is_int
+from mldd.validation import as_int, is_int, is_number
 
 __all__ = [
     "DepthTransfer",
@@ -83,9 +83,7 @@ class Transfer(Protocol):
 
 
 def _check_scale(owner: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and value > 0
-    ):
+    if not is_number(value) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{owner} restriction_scale must be a finite number > 0, got {value!r}")
     return float(value)
 
