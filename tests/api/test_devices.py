@@ -24,6 +24,7 @@ from mldd.multilevel import nested_iteration
 from mldd.multilevel.hierarchy import Hierarchy
 from mldd.problems.pinn.prefix import pinn_local_objectives
 from mldd.validation import as_device
+from pinn_settings import COARSE
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DT = torch.float64
@@ -252,13 +253,6 @@ def test_decomposition_restricts_and_combines_on_the_device(device: str) -> None
 
 # ------------------------------------------------------------------------------ problems
 
-COARSE: dict[str, dict[str, Any]] = {
-    "burgers": {"n_x": 33, "n_t": 11, "dt": 0.1, "n_quad": 100},
-    "klein-gordon": {"n_x": 17, "n_t": 13},
-    "allen-cahn": {"n_cheb": 64, "n_x": 33, "n_t": 11},
-    "diffusion-advection": {"n_cheb": 48, "n_eval": 21},
-    "poisson2d": {"n_eval": 21},
-}
 
 
 def _pinn(name: str, device: str, **kw: Any) -> Any:

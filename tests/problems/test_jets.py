@@ -29,15 +29,9 @@ from mldd.models.jets import (
 from mldd.objective import ParamsObjective
 from mldd.problems.pinn import Burgers, GridPINN
 from mldd.problems.pinn.jet_residuals import AnsatzCache, NonAffineAnsatzError, ansatz_jets
+from pinn_settings import COARSE
 
 NAMES = ["allen-cahn", "burgers", "diffusion-advection", "klein-gordon", "poisson2d"]
-COARSE: dict[str, dict[str, Any]] = {
-    "burgers": {"n_x": 33, "n_t": 11, "dt": 0.1, "n_quad": 100},
-    "klein-gordon": {"n_x": 17, "n_t": 13},
-    "allen-cahn": {"n_cheb": 64, "n_x": 33, "n_t": 11},
-    "diffusion-advection": {"n_cheb": 48, "n_eval": 21},
-    "poisson2d": {"n_eval": 21},
-}
 
 
 def make(name: str, **kw: Any) -> GridPINN:

@@ -25,15 +25,8 @@ from mldd.problems.pinn import (
     KleinGordon,
     Poisson2D,
 )
+from pinn_settings import COARSE
 
-# Coarse reference settings: the real solver code paths, a fraction of the cost.
-COARSE: dict[str, dict[str, Any]] = {
-    "burgers": {"n_x": 33, "n_t": 11, "dt": 0.1, "n_quad": 100},
-    "klein-gordon": {"n_x": 17, "n_t": 13},
-    "allen-cahn": {"n_cheb": 64, "n_x": 33, "n_t": 11},
-    "diffusion-advection": {"n_cheb": 48, "n_eval": 21},
-    "poisson2d": {"n_eval": 21},
-}
 SIZES = {
     "burgers": (8, 20),
     "klein-gordon": (6, 50),
