@@ -328,12 +328,14 @@ class Trainer:
 
         The trainer must have been built like the one that wrote it (same problem, model
         architecture, method and options); budgets may differ (they are totals, not increments).
+        A run on the CPU reads a checkpoint written on a GPU (every tensor mapped to the CPU); a
+        run on a GPU needs a checkpoint written on that device.
 
         Raises:
             FileNotFoundError: no file at ``path``.
             ValueError: the file is not a trainer checkpoint, or it was written by a run of
                 another problem or method (:attr:`run_info`), or for another network or
-                optimizer; nothing is loaded then.
+                optimizer, or on another device than this GPU run's; nothing is loaded then.
         """
         path = Path(path)
         if not path.is_file():
