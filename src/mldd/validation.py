@@ -64,14 +64,13 @@ def as_device(value: object, name: str = "device") -> torch.device:
     Raises:
         ValueError: for a value that is not a device, or a CUDA device this machine lacks.
     """
+    bad = ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {value!r}")
     if not isinstance(value, str | torch.device):
-        raise ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:N' or a torch.device, "
-                         f"got {value!r}")
+        raise bad
     try:
         device = torch.device(value)
     except RuntimeError:
-        raise ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got "
-                         f"{value!r}") from None
+        raise bad from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
